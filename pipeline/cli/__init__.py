@@ -1,0 +1,1 @@
+"""The ``diffsweep`` command line: thin click commands over the library."""
