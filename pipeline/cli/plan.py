@@ -1,0 +1,57 @@
+"""``diffsweep plan``: validate a sweep and print what ``run`` would do, and its cost."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipeline.cli.options import debug_option, memory_limit_option, sweep_argument
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+@click.command(short_help="Validate a sweep and print its plan and cost.")
+@sweep_argument
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Workers the blocks will be spread over (default: this machine's cores), as for run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@memory_limit_option
+@debug_option
+def plan(sweep_file: str, workers: int | None, as_json: bool, memory_limit: int) -> None:
+    """Validate SWEEP and print the plan `diffsweep run` executes: runs, blocks
+    (one task each), cell updates, memory per task, store size, and the share of
+    runs von Neumann theory predicts unstable. Nothing is computed or written.
+    """
+    from pipeline import graph
+    from pipeline.sweep import load_sweep
+
+    sweep = load_sweep(sweep_file, memory_limit=memory_limit)
+    summary = graph.plan(sweep, parallelism=workers).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    axes = "  ".join(f"{name}={n}" for name, n in summary["axes"].items())
+    chunks = "  ".join(f"{name}={n}" for name, n in summary["chunks"].items())
+    rows = [
+        ("sweep", f"{sweep.name}  ({summary['sweep_hash'][:12]})"),
+        ("axes", axes),
+        ("block shape", chunks),
+        ("runs", f"{summary['runs']:,} trajectories, {summary['results']:,} results (runs x step counts)"),
+        ("blocks / tasks", f"{summary['blocks']:,} tasks of up to {summary['runs_per_task']:,} runs"),
+        ("cell updates", f"{summary['cell_updates']:.3g}"),
+        ("memory per task", _bytes(summary["memory_per_task_bytes"])),
+        ("store size", f"{_bytes(summary['store_bytes'])} uncompressed"),
+        ("unstable (theory)", f"{summary['unstable_fraction']:.1%} of runs above the von Neumann bound"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        click.echo(f"{label:<{width}}  {value}")

@@ -1,0 +1,107 @@
+"""``diffsweep run``: validate, plan, compute on a dask scheduler, write the store."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from pipeline.cli.cluster_options import client_from_options, cluster_options, storage_options_from
+from pipeline.cli.options import debug_option, memory_limit_option, sweep_argument
+
+log = logging.getLogger("pipeline")
+
+
+@click.command(short_help="Compute a sweep into a zarr store.")
+@sweep_argument
+@click.option(
+    "-o", "--output", "store", required=True, metavar="STORE",
+    help="Results store: a directory path (created) or an fsspec URL such as s3://bucket/x.zarr.",
+)
+@click.option("--resume", is_flag=True, help="Complete an interrupted store: compute only the blocks not yet recorded.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing diffsweep store at STORE.")
+@click.option(
+    "--progress/--no-progress", default=None,
+    help="Progress bar over blocks on stderr (default: when stderr is a terminal).",
+)
+@click.option(
+    "--in-process", is_flag=True,
+    help="Run the blocks one after another in this process, without dask (for debugging).",
+)
+@memory_limit_option
+@cluster_options
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (store checks, scheduler, blocks).")
+@debug_option
+def run(
+    sweep_file: str,
+    store: str,
+    resume: bool,
+    overwrite: bool,
+    progress: bool | None,
+    in_process: bool,
+    memory_limit: int,
+    verbose: bool,
+    **cluster: object,
+) -> None:
+    """Compute the sweep defined in SWEEP and write every result into STORE.
+
+    Without --scheduler/--scheduler-file/--cluster it uses the dask config's
+    scheduler-address if set, else a LocalCluster on this machine (127.0.0.1, one
+    single-threaded worker per core). Each task computes one block of runs and
+    writes it straight into the store; the store records each finished block, so an
+    interrupted run is completed with --resume.
+
+    \b
+    Example:
+      diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr
+      diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr --resume
+      diffsweep run big.yaml -o /scratch/big.zarr --scheduler-file ~/scheduler.json
+    """
+    from tqdm.auto import tqdm
+
+    from pipeline import cluster as clusters
+    from pipeline import execute
+    from pipeline.sweep import load_sweep
+
+    if verbose:
+        logging.getLogger("pipeline").setLevel(logging.INFO)
+    sweep = load_sweep(sweep_file, memory_limit=memory_limit)
+    url = clusters.absolute_store_path(store)
+    storage_options = storage_options_from(cluster)
+    execute.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options)
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    def execute_with(client: object, parallelism: int) -> execute.RunSummary:
+        plan = execute.plan_for_store(
+            sweep, url, parallelism=parallelism, resume=resume, storage_options=storage_options
+        )
+        log.info(
+            "plan: %d runs in %d blocks of up to %d runs", plan.n_runs, plan.n_blocks,
+            plan.summary()["runs_per_task"],
+        )
+        bar = tqdm(total=0, unit="block", disable=not progress, file=sys.stderr, desc=sweep.name)
+
+        def advance(summary: dict) -> None:
+            bar.update(1)
+
+        try:
+            return execute.run_sweep(
+                plan, url, client=client, resume=resume, overwrite=overwrite,
+                storage_options=storage_options, progress=advance,
+                on_start=lambda n: bar.reset(total=n),
+            )
+        finally:
+            bar.close()
+
+    if in_process:
+        summary = execute_with(None, 1)
+    else:
+        with client_from_options(**cluster) as client:
+            click.echo(clusters.describe(client), err=True)
+            clusters.check_store_writable(client, url, storage_options)
+            workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
+            summary = execute_with(client, workers)
+    click.echo(summary.text())
