@@ -30,9 +30,8 @@ import xarray as xr
 
 from pipeline.diagnostics import ATTRIBUTES, MEASURES, STATUS_NAMES, measure_trajectory
 from pipeline.numerics import Grid, initial_condition, stability_limit
-from pipeline.sweep import Sweep
+from pipeline.sweep import MODEL_KEYS, Sweep
 
-MODEL_KEYS = ("scheme", "dims", "cells", "length", "boundary", "initial", "seed")
 SPATIAL_DIMS = ("x", "y", "z")
 
 #: distributed's per-task overhead here is ~2 ms; a block of this many seconds keeps it < 1 %
@@ -128,13 +127,8 @@ class Plan:
     @cached_property
     def _groups(self) -> list[tuple[dict[str, Any], int]]:
         """Every combination of swept model values with the number of runs it holds."""
-        model_axes = [a for a in self.sweep.axes if a.name in MODEL_KEYS]
         per_group = math.prod(len(a.values) for a in self.sweep.axes[:-1] if a.name not in MODEL_KEYS)
-        groups = []
-        for values in itertools.product(*(a.values for a in model_axes)):
-            model = model_values(self.sweep, dict(zip((a.name for a in model_axes), values, strict=True)))
-            groups.append((model, per_group))
-        return groups
+        return [(model, per_group) for model in model_groups(self.sweep)]
 
     @property
     def cell_updates(self) -> int:
@@ -145,8 +139,7 @@ class Plan:
     @property
     def memory_per_task(self) -> int:
         """Peak bytes one task holds (largest grid in the sweep)."""
-        runs = math.prod(self.chunks[:-1])
-        return runs * max(run_bytes(self.sweep, model) for model, _ in self._groups)
+        return math.prod(self.chunks[:-1]) * self.sweep.memory_per_run()
 
     @property
     def store_bytes(self) -> int:
@@ -168,7 +161,7 @@ class Plan:
             if limit is None:
                 continue
             r = cfl_values(self.sweep, model)
-            unstable += n * np.count_nonzero(r > limit * (1 + 1e-12)) // r.size
+            unstable += np.count_nonzero(r > limit * (1 + 1e-12)) * (n // r.size)
         return unstable / self.n_runs
 
     def summary(self) -> dict[str, Any]:
@@ -197,12 +190,14 @@ def model_values(sweep: Sweep, swept: dict[str, Any] | None = None) -> dict[str,
     return values
 
 
-def run_bytes(sweep: Sweep, model: dict[str, Any]) -> int:
-    """Peak bytes one run needs inside a task: working fields plus the fields kept."""
-    cells = model["cells"] ** model["dims"]
-    n_checkpoints = len(sweep.axis("steps").values)
-    kept = {"none": 0, "final": 1, "checkpoints": n_checkpoints}[sweep.output.fields]
-    return 8 * cells * (6 + kept) + 8 * n_checkpoints * 8
+def model_groups(sweep: Sweep) -> list[dict[str, Any]]:
+    """The model of every combination of swept model keys (one model when none is swept)."""
+    swept = [axis for axis in sweep.axes if axis.name in MODEL_KEYS]
+    names = [axis.name for axis in swept]
+    return [
+        model_values(sweep, dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(axis.values for axis in swept))
+    ]
 
 
 def cfl_values(sweep: Sweep, model: dict[str, Any]) -> np.ndarray:
@@ -246,8 +241,7 @@ def plan(sweep: Sweep, *, parallelism: int | None = None) -> Plan:
     for name in names:
         if name in MODEL_KEYS:
             chunks[name] = 1
-    groups = [model_values(sweep, dict(zip([n for n in names if n in MODEL_KEYS], values, strict=True)))
-              for values in itertools.product(*(a.values for a in sweep.axes if a.name in MODEL_KEYS))]
+    groups = model_groups(sweep)
 
     step_axis = sweep.step_axis
     n_coef, n_step = chunks["coefficient"], chunks[step_axis]
@@ -256,7 +250,7 @@ def plan(sweep: Sweep, *, parallelism: int | None = None) -> Plan:
         chunks[step_axis] = given.get(step_axis, n_step)
     else:
         per_run = max(seconds_per_run(sweep, m) for m in groups)
-        bytes_per_run = max(run_bytes(sweep, m) for m in groups)
+        bytes_per_run = sweep.memory_per_run()
         runs = max(1, int(TARGET_BLOCK_SECONDS / per_run))
         total = len(groups) * n_coef * n_step
         balanced = math.ceil(total / (4 * parallelism))
