@@ -369,7 +369,7 @@ def execute_on_dask(
     ]
     summaries = []
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             summary = future.result()
             summaries.append(summary)
             if progress is not None:
