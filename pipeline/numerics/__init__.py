@@ -1,0 +1,38 @@
+"""Numerics of diffsweep: grids, initial conditions, schemes and exact solutions.
+
+Pure numpy/numba/scipy; knows nothing of dask, xarray, zarr or YAML.  Every function
+works on a *batch* of runs at once, batch axis first; each run has its own diffusion
+coefficient ``D`` and step size ``dt`` (``r = D dt / dx**2``).
+"""
+
+from __future__ import annotations
+
+from .exact import (
+    continuous_solution,
+    discrete_solution,
+    equilibrium,
+    equilibrium_steps,
+    slowest_mode,
+    stability_limit,
+)
+from .grid import Grid
+from .initial import BOUNDARIES, INITIALS, SCHEMES, initial_condition
+from .integrate import integrate
+from .spectral import amplification_factor, laplacian_eigenvalues
+
+__all__ = [
+    "BOUNDARIES",
+    "INITIALS",
+    "SCHEMES",
+    "Grid",
+    "amplification_factor",
+    "continuous_solution",
+    "discrete_solution",
+    "equilibrium",
+    "equilibrium_steps",
+    "initial_condition",
+    "integrate",
+    "laplacian_eigenvalues",
+    "slowest_mode",
+    "stability_limit",
+]
