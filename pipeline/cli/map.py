@@ -1,0 +1,99 @@
+"""``diffsweep map``: stability maps (PNG), a summary table, the maps dataset, an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.cli.options import debug_option, store_argument
+
+
+def completeness(store: str, ds: object) -> tuple[str | None, str]:
+    """(warning or None, one-line description of how complete the store is)."""
+    from pipeline import maps
+
+    computed, total = maps.computed_runs(ds)  # type: ignore[arg-type]
+    runs = f"{computed} of {total} runs ({computed / total:.0%})" if total else "no runs"
+    try:
+        from pipeline.store import completion
+
+        done, blocks = completion(store)
+        text = f"{done} of {blocks} blocks, {runs} computed"
+        complete = done == blocks
+    except Exception:  # a store without block bookkeeping: judge from the results
+        text = f"{runs} computed"
+        complete = computed == total
+    if complete:
+        return None, f"complete: {text}"
+    return f"incomplete store: {text}; the maps show what exists", f"incomplete: {text}"
+
+
+@click.command("map", short_help="Draw stability maps with the theory overlaid.")
+@store_argument
+@click.option(
+    "-o", "--output", "out_dir", required=True, metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the figures, summary table and maps dataset (created).",
+)
+@click.option("--x", "x_axis", metavar="AXIS", default=None, help="Horizontal axis (default: step_size or cfl).")
+@click.option("--y", "y_axis", metavar="AXIS", default=None, help="Vertical axis (default: coefficient).")
+@click.option(
+    "--facet", metavar="AXIS", default=None,
+    help="One map per value of this axis (default: steps; 'none' for a single map).",
+)
+@click.option("--html", "write_html", is_flag=True, help="Also write report.html, one self-contained page.")
+@click.option("--dpi", default=100, show_default=True, type=click.IntRange(30, 600), help="Resolution of the PNGs.")
+@debug_option
+def map_command(
+    store: str, out_dir: Path, x_axis: str | None, y_axis: str | None, facet: str | None, write_html: bool, dpi: int
+) -> None:
+    """Draw the stability maps of the results in STORE into DIR.
+
+    Writes overview.png (every facet side by side), one map_*.png per facet (and per
+    value of the remaining axes), boundary.png (stability and equilibration boundaries
+    per coefficient against theory), summary.csv and summary.txt (the recommendations
+    of `diffsweep recommend`), and maps.zarr (the numbers behind the figures, for
+    xarray.open_zarr). An incomplete store is mapped as far as it goes.
+
+    \b
+    Example:
+      diffsweep map ftcs.zarr -o ftcs-maps --html
+      diffsweep map dimensions.zarr -o dims --x cfl --y coefficient --facet dims
+    """
+    from pipeline import maps, plotting, report
+
+    ds = maps.open_results(store)
+    x, y, facet = maps.resolve_axes(ds, x_axis, y_axis, facet)
+    warning, state = completeness(store, ds)
+    if warning:
+        click.echo(f"Warning: {warning}.", err=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = maps.recommend(ds)
+    images = plotting.write_figures(ds, out_dir, x, y, facet, note=warning, records=records, dpi=dpi)
+    name = ds.attrs.get("sweep_name", "")
+    header = [f"diffsweep recommendations: {name}", f"store: {store} ({state})"]
+    written = [
+        report.write_csv(records, out_dir / "summary.csv"),
+        report.write_text(records, out_dir / "summary.txt", header),
+    ]
+    maps_path = out_dir / "maps.zarr"
+    dataset = maps.maps_dataset(ds)
+    dataset.attrs["source_store"] = store
+    maps.save_maps(dataset, maps_path)
+    written.append(maps_path)
+    if write_html:
+        written.append(
+            report.write_html(
+                out_dir / "report.html",
+                attrs=ds.attrs,
+                images=images,
+                records=records,
+                note=warning,
+                links=[p.name for p in written],
+                store=store,
+            )
+        )
+    click.echo(f"{name}: {len(images)} figures and {len(written)} files in {out_dir} ({state})")
+    for path in [*images, *written]:
+        click.echo(f"  {path}")

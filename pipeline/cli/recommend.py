@@ -1,0 +1,39 @@
+"""``diffsweep recommend``: the best settings per coefficient, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipeline.cli.options import debug_option, store_argument
+
+
+@click.command(short_help="Print the largest stable step size and cheapest setting per coefficient.")
+@store_argument
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per coefficient.")
+@debug_option
+def recommend(store: str, as_json: bool) -> None:
+    """Per coefficient (and per value of any swept model key) in STORE: the largest step
+    size stable at every step count against the von Neumann bound, the fewest steps that
+    reach equilibrium against the slowest-mode prediction, the cheapest stable setting
+    that gets there, and the stable share of the results.
+
+    \b
+    Example:
+      diffsweep recommend schemes.zarr
+      diffsweep recommend schemes.zarr --json | jq '.[] | select(.scheme == "ftcs")'
+    """
+    from pipeline import maps, report
+    from pipeline.cli.map import completeness
+
+    ds = maps.open_results(store)
+    records = maps.recommend(ds)
+    warning, state = completeness(store, ds)
+    if warning:
+        click.echo(f"Warning: {warning}.", err=True)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, allow_nan=False))
+        return
+    click.echo(f"{ds.attrs.get('sweep_name', '')} ({state}); tolerance {ds.attrs.get('tolerance')}")
+    click.echo(report.format_table(records))

@@ -1,0 +1,186 @@
+"""``diffsweep map`` and ``diffsweep recommend`` end to end, through the click group."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+from PIL import Image
+
+from pipeline import execute, graph, maps, store
+from pipeline.cli.main import cli
+from pipeline.sweep import parse_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: FTCS against Crank–Nicolson, 1-D, step sizes across FTCS's bound dx²/(2D) ≈ 2e-3/D
+SCHEMES_SWEEP = """\
+name: cli-schemes
+description: FTCS vs Crank-Nicolson across the FTCS bound
+model: {dims: 1, cells: 16, length: 1.0, boundary: neumann, initial: random, seed: 1}
+sweep:
+  scheme: [ftcs, crank-nicolson]
+  coefficient: {geomspace: [0.25, 1.0], num: 3}
+  step_size: {geomspace: [2.0e-4, 2.0e-2], num: 9}
+  steps: [100, 1000]
+chunks: {coefficient: 1}
+"""
+
+#: the CFL number as the step axis, dimension swept: the bound is r* = 1/(2d)
+DIMS_SWEEP = """\
+name: cli-dims
+model: {scheme: ftcs, cells: 8, length: 1.0, boundary: periodic, initial: random, seed: 2}
+sweep:
+  dims: [1, 2, 3]
+  coefficient: [0.1, 1.0]
+  cfl: [0.1, 0.15, 0.2, 0.3, 0.45, 0.55]
+  steps: [100, 1000]
+"""
+
+
+def compute(text: str, path: Path, blocks: int | None = None) -> str:
+    plan = graph.plan(parse_sweep(text), parallelism=1)
+    if blocks is None:
+        execute.run_sweep(plan, str(path))
+    else:
+        todo = execute.prepare_store(str(path), plan)
+        graph.execute_in_process(plan, todo[:blocks], store.BlockWriter(str(path)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def schemes_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return compute(SCHEMES_SWEEP, tmp_path_factory.mktemp("schemes") / "schemes.zarr")
+
+
+@pytest.fixture(scope="module")
+def dims_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return compute(DIMS_SWEEP, tmp_path_factory.mktemp("dims") / "dims.zarr")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def assert_png(path: Path, min_width: int = 400, min_height: int = 300) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    with Image.open(path) as image:
+        width, height = image.size
+    assert min_width <= width <= 4000 and min_height <= height <= 3000, (path, image.size)
+
+
+def test_map_writes_figures_table_dataset_and_a_self_contained_report(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "maps"
+    result = invoke("map", schemes_store, "-o", str(out), "--html")
+    assert result.exit_code == 0, result.output
+    assert "complete: 6 of 6 blocks" in result.stdout
+    pngs = sorted(out.glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"overview.png", "boundary.png"} <= names
+    # one map per (scheme, step count)
+    assert {f"map_scheme-{s}_steps-{n}.png" for s in ("ftcs", "crank-nicolson") for n in (100, 1000)} <= names
+    for png in pngs:
+        assert_png(png)
+
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("scheme,coefficient,max_stable_step_size")
+    assert len(rows) == 1 + 2 * 3
+    assert "max stable Δt" in (out / "summary.txt").read_text()
+
+    dataset = xr.open_zarr(out / "maps.zarr")
+    assert {"status", "max_stable_step_size", "theory_max_step_size", "steps_to_equilibrium"} <= set(dataset)
+    assert dataset.attrs["source_store"] == schemes_store
+
+    page = (out / "report.html").read_text()
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page)
+    assert sum(r.startswith("data:image/png;base64,") for r in references) == len(pngs)
+    for reference in references:
+        if reference.startswith("data:"):
+            continue
+        assert "://" not in reference and not reference.startswith("/"), reference
+        assert (out / reference).exists(), reference
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    assert "cli-schemes" in page and "Recommendations" in page and "sweep hash" in page
+
+
+def test_recommend_prints_a_table_and_json_with_null_for_implicit_theory(schemes_store: str) -> None:
+    table = invoke("recommend", schemes_store)
+    assert table.exit_code == 0, table.output
+    assert "max stable Δt" in table.stdout and "none (implicit)" in table.stdout
+
+    result = invoke("recommend", schemes_store, "--json")
+    assert result.exit_code == 0, result.output
+    assert '"theory_max_step_size": null' in result.stdout
+    records = json.loads(result.stdout)
+    assert len(records) == 6
+    for record in records:
+        assert {"scheme", "coefficient", "max_stable_step_size", "theory_max_step_size",
+                "min_steps_to_equilibrium", "cheapest", "stable_fraction"} <= set(record)
+        if record["scheme"] == "ftcs":
+            bound = (1 / 16) ** 2 / (2 * record["coefficient"])
+            assert record["theory_max_step_size"] == pytest.approx(bound)
+            assert record["max_stable_step_size"] <= bound < record["first_unstable_step_size"]
+        else:
+            assert record["theory_max_step_size"] is None
+        if record["cheapest"] is not None:
+            assert set(record["cheapest"]) >= {"step_size", "steps"}
+
+
+def test_cfl_axis_and_swept_dimension(dims_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "dims"
+    result = invoke("map", dims_store, "-o", str(out), "--x", "cfl", "--y", "dims", "--facet", "steps")
+    assert result.exit_code == 0, result.output
+    assert_png(out / "overview.png")
+    assert_png(out / "map_coefficient-0.1_steps-1000.png")
+    records = json.loads(invoke("recommend", dims_store, "--json").stdout)
+    grid = np.array([0.1, 0.15, 0.2, 0.3, 0.45, 0.55])
+    assert {(r["dims"], r["coefficient"]) for r in records} == {(d, c) for d in (1, 2, 3) for c in (0.1, 1.0)}
+    for record in records:
+        limit = 1 / (2 * record["dims"])
+        assert record["theory_max_cfl"] == pytest.approx(limit)
+        assert record["max_stable_cfl"] == pytest.approx(grid[grid <= limit].max())
+        dx = 1 / 8
+        assert record["theory_max_step_size"] == pytest.approx(limit * dx**2 / record["coefficient"])
+
+
+def test_incomplete_store_is_mapped_and_says_how_complete(tmp_path: Path) -> None:
+    partial = compute(SCHEMES_SWEEP, tmp_path / "partial.zarr", blocks=2)
+    out = tmp_path / "maps"
+    result = invoke("map", partial, "-o", str(out), "--facet", "none", "--html")
+    assert result.exit_code == 0, result.output
+    assert "incomplete store: 2 of 6 blocks" in result.stderr
+    assert "not computed" in maps.status_names(maps.open_results(partial)).values
+    assert_png(out / "overview.png")
+    assert "incomplete" in (out / "summary.txt").read_text()
+    assert "incomplete store" in (out / "report.html").read_text()
+    recommend = invoke("recommend", partial, "--json")
+    assert recommend.exit_code == 0
+    assert "incomplete store" in recommend.stderr
+    computed = [r["computed_fraction"] for r in json.loads(recommend.stdout)]
+    assert computed.count(1.0) == 2 and computed.count(0.0) == 4
+
+
+def test_bad_store_and_bad_axes_exit_2_with_one_line(schemes_store: str, tmp_path: Path) -> None:
+    line = one_line_error(invoke("map", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "out")))
+    assert "no results store" in line
+    not_ours = tmp_path / "plain.zarr"
+    maps.save_maps(xr.Dataset({"a": ("x", [1.0])}), not_ours)
+    assert "not a diffsweep results store" in one_line_error(invoke("recommend", str(not_ours)))
+    line = one_line_error(invoke("map", schemes_store, "-o", str(tmp_path / "out"), "--x", "speed"))
+    assert "unknown axis 'speed'" in line and "scheme, coefficient, step_size, steps" in line
+    line = one_line_error(invoke("map", schemes_store, "-o", str(tmp_path / "out"), "--facet", "coefficient"))
+    assert "already on the map" in line
+    assert not (tmp_path / "out").exists()
