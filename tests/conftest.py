@@ -43,9 +43,11 @@ def tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def diffsweep(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:
-    """Run the real console script."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def diffsweep(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    """Run the real console script (``env`` adds to this process's environment)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         ["diffsweep", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs
     )

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from pipeline.cli.cluster_options import cluster_kind_option
 from pipeline.cli.options import debug_option, memory_limit_option, sweep_argument
 
 
@@ -24,18 +25,26 @@ def _bytes(n: float) -> str:
     help="Workers the blocks will be spread over (default: this machine's cores), as for run.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@cluster_kind_option
 @memory_limit_option
 @debug_option
-def plan(sweep_file: str, workers: int | None, as_json: bool, memory_limit: int) -> None:
+def plan(sweep_file: str, workers: int | None, as_json: bool, cluster: str | None, memory_limit: int) -> None:
     """Validate SWEEP and print the plan `diffsweep run` executes: runs, blocks
     (one task each), cell updates, memory per task, store size, and the share of
     runs von Neumann theory predicts unstable. Nothing is computed or written.
+
+    With --cluster KIND it also prints the batch script `diffsweep run --cluster KIND`
+    would submit for each worker job (from your jobqueue.yaml / dask config).
     """
     from pipeline import graph
     from pipeline.sweep import load_sweep
 
     sweep = load_sweep(sweep_file, memory_limit=memory_limit)
     summary = graph.plan(sweep, parallelism=workers).summary()
+    if cluster is not None:
+        from pipeline.cluster import job_script
+
+        summary["job_script"] = job_script(cluster)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -55,3 +64,6 @@ def plan(sweep_file: str, workers: int | None, as_json: bool, memory_limit: int)
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"{label:<{width}}  {value}")
+    if cluster is not None:
+        click.echo(f"\njob script ({cluster}, one per worker job):\n")
+        click.echo(summary["job_script"])
