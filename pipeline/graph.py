@@ -142,6 +142,11 @@ class Plan:
         return math.prod(self.chunks[:-1]) * self.sweep.memory_per_run()
 
     @property
+    def core_seconds(self) -> float:
+        """Rough single-core compute time, from the kernel rates measured in benchmarks/."""
+        return sum(n * seconds_per_run(self.sweep, model) for model, n in self._groups)
+
+    @property
     def store_bytes(self) -> int:
         """Uncompressed size of the results (measures, status, fields, coordinates)."""
         n_checkpoints = self.shape[-1]
@@ -177,6 +182,7 @@ class Plan:
             "tasks": self.n_blocks,
             "runs_per_task": math.prod(self.chunks[:-1]),
             "cell_updates": self.cell_updates,
+            "estimated_core_seconds": self.core_seconds,
             "memory_per_task_bytes": self.memory_per_task,
             "store_bytes": self.store_bytes,
             "unstable_fraction": self.unstable_fraction,

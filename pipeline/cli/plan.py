@@ -18,6 +18,13 @@ def _bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _duration(core_seconds: float, workers: int | None) -> str:
+    import os
+
+    cores = workers or os.cpu_count() or 1
+    return f"~{core_seconds:.3g} core-seconds, ~{core_seconds / cores:.2g} s on {cores} workers"
+
+
 @click.command(short_help="Validate a sweep and print its plan and cost.")
 @sweep_argument
 @click.option(
@@ -57,6 +64,7 @@ def plan(sweep_file: str, workers: int | None, as_json: bool, cluster: str | Non
         ("runs", f"{summary['runs']:,} trajectories, {summary['results']:,} results (runs x step counts)"),
         ("blocks / tasks", f"{summary['blocks']:,} tasks of up to {summary['runs_per_task']:,} runs"),
         ("cell updates", f"{summary['cell_updates']:.3g}"),
+        ("compute (estimate)", _duration(summary["estimated_core_seconds"], workers)),
         ("memory per task", _bytes(summary["memory_per_task_bytes"])),
         ("store size", f"{_bytes(summary['store_bytes'])} uncompressed"),
         ("unstable (theory)", f"{summary['unstable_fraction']:.1%} of runs above the von Neumann bound"),
