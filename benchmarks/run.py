@@ -1,0 +1,527 @@
+"""diffsweep performance benchmark: one table, every figure measured side by side.
+
+Sections (all in one invocation, so that they share the machine's load):
+
+1. kernels — cell updates/s per core of ``pipeline.numerics.integrate`` (one thread),
+   next to the stream-copy bandwidth and a per-run numpy loop (``benchmarks/kernels.py``);
+   implicit schemes as the cost of one checkpoint relative to one FTCS step.
+2. end to end — ``diffsweep run`` (the real CLI in a subprocess, LocalCluster start-up
+   included) on the reference sweep, against the baseline a user would write: one
+   ``dask.delayed`` task per (coefficient, step size, steps) result with a numpy loop,
+   on a LocalCluster of the same size (2 workers x 1 thread), measured on a fixed random
+   subsample of the reference sweep's results.  Both rates count *results* — one
+   (coefficient, step size, steps) triple each; diffsweep integrates each trajectory once
+   and measures it at every step count, the baseline integrates every triple from zero.
+3. overheads — the scheduler's share from the store's own timings (``run_seconds``,
+   ``run_compute_seconds``, ``run_write_seconds``), numba compile time in a fresh process
+   with and without the on-disk cache, the first-call cost in each dask worker, and the
+   store's write throughput.
+4. scaling — runs/s and peak memory of the whole CLI process tree (psutil RSS, sampled)
+   at 1x, 4x, 16x a base sweep, and 1 vs 2 workers.
+5. the million-run sweep through ``diffsweep run`` (``--skip-million`` to skip).
+
+The reference sweep: 1-D FTCS, 128 cells, Neumann walls, step initial condition,
+100 coefficients (geomspace 1e-3..1) x 100 CFL numbers (linspace 0.005..0.495: every run
+below the stability bound 1/2), checkpoints 1000, 2000, ..., 10000 steps: 10^4
+trajectories, 10^5 results.
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--json PATH] [--skip-million]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kernels  # noqa: E402  (benchmarks/kernels.py)
+
+from pipeline.numerics import Grid, initial_condition, integrate  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+# -- machine ------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+    }
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# -- 1. kernels ---------------------------------------------------------------------------
+
+FTCS_CASES = [(1, 128, 4096, 1000), (2, 32, 512, 200), (2, 64, 128, 200), (3, 16, 256, 100), (3, 32, 32, 100)]
+QUICK_CASES = [(1, 128, 256, 50)]
+
+
+def checkpoint_seconds(scheme: str, dims: int, cells: int, batch: int, repeats: int) -> float:
+    """Seconds for one checkpoint of one step (a whole transform pair for implicit schemes)."""
+    grid = Grid(dims, cells, 1.0)
+    initial = initial_condition("random", grid)
+    coefficient = np.ones(batch)
+    step_size = np.full(batch, 0.4 / dims * grid.dx**2)
+
+    def work():
+        for _ in integrate(scheme, "neumann", grid, initial, coefficient, step_size, [1]):
+            pass
+
+    work()
+    return kernels.best_time(work, repeats)
+
+
+def sweep_seconds(scheme: str, batch: int, checkpoints: list[int], repeats: int) -> float:
+    """Seconds to integrate a 1-D 128-cell batch through ``checkpoints`` (no diagnostics)."""
+    grid = Grid(1, 128, 1.0)
+    initial = initial_condition("step", grid)
+    coefficient = np.ones(batch)
+    step_size = np.linspace(0.005, 0.495, batch) * grid.dx**2
+
+    def work():
+        for _ in integrate(scheme, "neumann", grid, initial, coefficient, step_size, checkpoints):
+            pass
+
+    work()
+    return kernels.best_time(work, repeats)
+
+
+def bench_kernels(quick: bool) -> dict:
+    repeats = 2 if quick else 5
+    numba.set_num_threads(1)
+    cases = QUICK_CASES if quick else FTCS_CASES
+    result = {
+        "stream_copy_bytes_per_s": kernels.stream_copy_bandwidth(repeats, 16 if quick else 256),
+        "numpy_per_run_updates_per_s": kernels.numpy_baseline(runs=4 if quick else 8, steps=100 if quick else 500, repeats=repeats),
+        "ftcs": [],
+        "implicit": [],
+    }
+    for dims, cells, batch, steps in cases:
+        rate = kernels.kernel_rate("ftcs", dims, cells, batch, steps, repeats)
+        result["ftcs"].append({"dims": dims, "cells": cells, "batch": batch, "steps": steps, "updates_per_s_per_core": rate})
+    # implicit: one checkpoint of one step vs one FTCS step on the same batch, and the
+    # reference sweep's trajectory (10 checkpoints to 10^4 steps) for both
+    for dims, cells, batch, _ in cases:
+        ftcs_step = batch * cells**dims / next(
+            r["updates_per_s_per_core"] for r in result["ftcs"] if (r["dims"], r["cells"]) == (dims, cells)
+        )
+        for scheme in ("backward-euler", "crank-nicolson"):
+            seconds = checkpoint_seconds(scheme, dims, cells, batch, repeats)
+            result["implicit"].append(
+                {"scheme": scheme, "dims": dims, "cells": cells, "batch": batch,
+                 "checkpoint_seconds": seconds, "ftcs_step_seconds": ftcs_step,
+                 "ratio_one_step": seconds / ftcs_step}
+            )
+    checkpoints = [100, 200] if quick else list(range(1000, 10001, 1000))
+    batch = 256 if quick else 1024
+    ftcs = sweep_seconds("ftcs", batch, checkpoints, repeats)
+    result["reference_trajectory"] = {
+        "batch": batch, "checkpoints": checkpoints, "ftcs_seconds": ftcs,
+        **{f"{s}_seconds": sweep_seconds(s, batch, checkpoints, repeats) for s in ("backward-euler", "crank-nicolson")},
+    }
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return result
+
+
+# -- 2-5. the CLI -------------------------------------------------------------------------
+
+
+def sweep_yaml(name: str, coefficients: int, cfls: int, steps: list[int]) -> str:
+    return (
+        f"name: {name}\n"
+        "model: {scheme: ftcs, dims: 1, cells: 128, length: 1.0, boundary: neumann, initial: step}\n"
+        "sweep:\n"
+        f"  coefficient: {{geomspace: [1.0e-3, 1.0], num: {coefficients}}}\n"
+        f"  cfl: {{linspace: [0.005, 0.495], num: {cfls}}}\n"
+        f"  steps: {json.dumps(steps)}\n"
+        "output: {fields: none}\n"
+    )
+
+
+class TreeMemory:
+    """Peak summed RSS of a process and all its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in processes:
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bool = False) -> dict:
+    """``diffsweep run`` in a subprocess: wall time, peak memory, the store's own timings.
+
+    ``in_process`` (``--quick`` only) runs the blocks without dask (``--in-process``).
+    """
+    import zarr
+
+    from pipeline import graph
+    from pipeline.sweep import parse_sweep
+
+    path = workdir / f"{name}.yaml"
+    path.write_text(text)
+    store = workdir / f"{name}-{workers}w.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    command = [sys.executable, "-m", "pipeline.cli.main", "run", str(path), "-o", str(store),
+               "--no-progress", *(["--in-process"] if in_process else ["--workers", str(workers)])]
+    if shutil.which("diffsweep"):
+        command = ["diffsweep", *command[3:]]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    memory = TreeMemory(process.pid)
+    output, _ = process.communicate()
+    wall = time.perf_counter() - start
+    peak = memory.stop()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{output}")
+    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    plan = graph.plan(parse_sweep(text), parallelism=workers)
+    on_disk = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+    run_seconds = float(attrs["run_seconds"])
+    compute = float(attrs["run_compute_seconds"])
+    write = float(attrs["run_write_seconds"])
+    shutil.rmtree(store, ignore_errors=True)
+    return {
+        "name": name, "workers": workers, "in_process": in_process, "runs": plan.n_runs, "results": plan.n_results,
+        "blocks": plan.n_blocks, "runs_per_block": plan.summary()["runs_per_task"],
+        "wall_seconds": wall, "run_seconds": run_seconds,
+        "compute_seconds": compute, "write_seconds": write,
+        "runs_per_s": plan.n_runs / wall, "results_per_s": plan.n_results / wall,
+        "peak_rss_bytes": peak,
+        # the scheduler's share of the run: worker time not in compute or writes
+        "scheduler_share": 1 - (compute + write) / (workers * run_seconds),
+        # everything outside block computation, cluster start-up and imports included
+        "outside_compute_share": 1 - compute / (workers * wall),
+        "store_bytes": plan.store_bytes, "store_bytes_on_disk": on_disk,
+        "write_bytes_per_s": plan.store_bytes / write if write > 0 else float("nan"),
+        "cell_updates": plan.cell_updates,
+    }
+
+
+# -- the baseline a user would write --------------------------------------------------------
+
+
+def baseline_task(coefficient: float, step_size: float, steps: int) -> tuple[float, float]:
+    """One run, one numpy expression per step: 1-D, 128 cells, Neumann, step initial field."""
+    cells, dx = 128, 1.0 / 128
+    u = np.where((np.arange(cells) + 0.5) * dx < 0.5, 1.0, 0.0)
+    mass = u.sum()
+    r = coefficient * step_size / dx**2
+    for _ in range(steps):
+        low = u[0] + r * (u[1] - u[0])
+        high = u[-1] + r * (u[-2] - u[-1])
+        u[1:-1] += r * (u[2:] - 2 * u[1:-1] + u[:-2])
+        u[0], u[-1] = low, high
+    return float(np.abs(u - mass / cells).max()), float(abs(u.sum() - mass) / mass)
+
+
+def first_kernel_call() -> tuple[float, float]:
+    """Seconds of the first and the second FTCS call in this (worker) process."""
+    from pipeline.numerics import ftcs
+
+    state = np.zeros((2, 128))
+    r = np.full(2, 0.25)
+    start = time.perf_counter()
+    ftcs.advance(state, r, 10, "neumann")
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    ftcs.advance(state, r, 10, "neumann")
+    return first, time.perf_counter() - start
+
+
+def warm_worker() -> float:
+    """Import the pipeline and load the kernel in this worker; seconds it took."""
+    start = time.perf_counter()
+    import pipeline.graph  # noqa: F401
+    import pipeline.store  # noqa: F401
+
+    first_kernel_call()
+    return time.perf_counter() - start
+
+
+def library_run(client, workdir: Path, text: str, workers: int) -> dict:
+    """The reference sweep through the library on warm workers: the scheduler's share alone.
+
+    Store creation (client side) and worker warm-up are timed separately; the share is
+    1 - (compute + write summed over blocks) / (workers x time from submit to last result).
+    """
+    from pipeline import graph, store
+    from pipeline.sweep import parse_sweep
+
+    plan = graph.plan(parse_sweep(text), parallelism=workers)
+    url = str(workdir / "library.zarr")
+    start = time.perf_counter()
+    warm = client.run(warm_worker)
+    warm_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    store.create(url, plan)
+    create_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    summaries = graph.execute_on_dask(client, plan, list(plan.blocks()), store.BlockWriter(url))
+    seconds = time.perf_counter() - start
+    compute = sum(s["compute_seconds"] for s in summaries)
+    write = sum(s["write_seconds"] for s in summaries)
+    shutil.rmtree(url, ignore_errors=True)
+    return {
+        "worker_warm_up_seconds": list(warm.values()), "warm_up_wall_seconds": warm_seconds,
+        "store_create_seconds": create_seconds, "execute_seconds": seconds, "blocks": plan.n_blocks,
+        "compute_seconds": compute, "write_seconds": write,
+        "block_compute_seconds": sorted(s["compute_seconds"] for s in summaries),
+        "scheduler_share": 1 - (compute + write) / (workers * seconds),
+        "runs_per_s": plan.n_runs / seconds,
+    }
+
+
+def bench_baseline(samples: int, coefficients: int, cfls: int, steps: list[int], workers: int,
+                   processes: bool = True, library: tuple[Path, str] | None = None) -> dict:
+    import dask
+    from distributed import Client, LocalCluster
+
+    grid_dx2 = (1.0 / 128) ** 2
+    coefficient = np.geomspace(1e-3, 1.0, coefficients)
+    cfl = np.linspace(0.005, 0.495, cfls)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(coefficients * cfls * len(steps), size=samples, replace=False)
+    triples = []
+    for pick in picks:
+        i, rest = divmod(int(pick), cfls * len(steps))
+        j, k = divmod(rest, len(steps))
+        triples.append((float(coefficient[i]), float(cfl[j] * grid_dx2 / coefficient[i]), int(steps[k])))
+    start = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                      **({"host": "127.0.0.1"} if processes else {}), dashboard_address=None) as cluster, Client(cluster) as client:
+        startup = time.perf_counter() - start
+        first_calls = client.run(first_kernel_call)
+        tasks = [dask.delayed(baseline_task)(c, dt, n) for c, dt, n in triples]
+        start = time.perf_counter()
+        dask.compute(*tasks, scheduler=client)
+        seconds = time.perf_counter() - start
+        extra = {"library": library_run(client, *library, workers)} if library else {}
+    return {
+        "samples": samples, "workers": workers, "seconds": seconds, "cluster_startup_seconds": startup,
+        "results_per_s": samples / seconds,
+        "mean_steps": float(np.mean([t[2] for t in triples])),
+        "worker_first_kernel_call_seconds": [v[0] for v in first_calls.values()],
+        "worker_second_kernel_call_seconds": [v[1] for v in first_calls.values()],
+        **extra,
+    }
+
+
+COMPILE_SNIPPET = """
+import time, numpy as np
+start = time.perf_counter()
+from pipeline.numerics import ftcs
+imported = time.perf_counter()
+ftcs.advance(np.zeros((2, 128)), np.full(2, 0.25), 10, "neumann")
+called = time.perf_counter()
+print(imported - start, called - imported)
+"""
+
+
+def bench_compile() -> dict:
+    """First FTCS call in a fresh process: with an empty numba cache, then with it warm."""
+    with tempfile.TemporaryDirectory() as cache:
+        environment = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        out = {}
+        for label in ("cold_cache", "warm_cache"):
+            text = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=environment,
+                                  capture_output=True, text=True, check=True).stdout.split()
+            out[f"{label}_import_seconds"], out[f"{label}_first_call_seconds"] = map(float, text)
+    return out
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def print_table(r: dict) -> None:
+    m = r["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
+        f"numpy {m['numpy']}, numba {m['numba']}",
+        f"load average (1, 5, 15 min): start {r['load_start']}, end {r['load_end']}"
+        + ("  [--quick: tiny sizes, figures not meaningful]" if r["quick"] else ""),
+        "",
+        f"{'measure':<58} {'value':>14}  note",
+        "-" * 100,
+    ]
+
+    def row(label, value, note=""):
+        lines.append(f"{label:<58} {value:>14}  {note}")
+
+    k = r["kernels"]
+    row("stream copy bandwidth (read + write)", f"{k['stream_copy_bytes_per_s'] / 1e9:.1f} GB/s")
+    row("numpy per-run loop, 1-D 128 cells", f"{k['numpy_per_run_updates_per_s']:.2e}", "cell updates/s")
+    for c in k["ftcs"]:
+        grid = "x".join([str(c["cells"])] * c["dims"])
+        target = 3e9 if c["dims"] == 1 else 1e9
+        mark = "met" if c["updates_per_s_per_core"] >= target else "NOT met"
+        row(f"FTCS {c['dims']}-D {grid}, batch {c['batch']}, 1 thread", f"{c['updates_per_s_per_core']:.2e}",
+            f"cell updates/s/core; target {target:.0e}: {mark}")
+    for c in k["implicit"]:
+        grid = "x".join([str(c["cells"])] * c["dims"])
+        row(f"{c['scheme']} {grid}: 1 checkpoint / 1 FTCS step", f"{c['ratio_one_step']:.1f}x",
+            f"{c['checkpoint_seconds'] * 1e3:.2f} ms vs {c['ftcs_step_seconds'] * 1e3:.3f} ms")
+    t = k["reference_trajectory"]
+    for s in ("backward-euler", "crank-nicolson"):
+        row(f"{s} / FTCS, reference trajectory ({len(t['checkpoints'])} ckpts)",
+            f"{t[f'{s}_seconds'] / t['ftcs_seconds']:.3f}x",
+            f"to {t['checkpoints'][-1]} steps, batch {t['batch']}: per step of the sweep")
+
+    e, b = r["end_to_end"], r["baseline"]
+    how = "--in-process" if e["in_process"] else f"{e['workers']} workers"
+    row(f"diffsweep run ({how}), reference sweep ({e['runs']} runs, {e['results']} results)",
+        f"{e['results_per_s']:,.0f}", f"results/s incl. start-up ({e['wall_seconds']:.1f} s wall, "
+        f"{e['runs_per_s']:,.0f} trajectories/s, {e['blocks']} blocks)")
+    row(f"baseline: dask.delayed per result, numpy ({b['samples']} sampled)", f"{b['results_per_s']:,.1f}",
+        f"results/s, {b['workers']} workers x 1 thread, start-up excluded, mean {b['mean_steps']:.0f} steps")
+    ratio = r["speedup"]
+    row("speed-up over the baseline", f"{ratio:,.0f}x", f"target 50x: {'met' if ratio >= 50 else 'NOT met'}")
+    row("scheduler share of the run (1 - busy/(workers x run))", f"{e['scheduler_share']:.1%}",
+        f"target < 5 %: {'met' if e['scheduler_share'] < 0.05 else 'NOT met'}; run {e['run_seconds']:.2f} s, "
+        f"compute {e['compute_seconds']:.2f} s, writes {e['write_seconds']:.2f} s")
+    if "library" in b:
+        lib = b["library"]
+        row("scheduler share, library on warm workers (same sweep)", f"{lib['scheduler_share']:.1%}",
+            f"target < 5 %: {'met' if lib['scheduler_share'] < 0.05 else 'NOT met'}; {lib['blocks']} blocks in "
+            f"{lib['execute_seconds']:.2f} s, compute {lib['compute_seconds']:.2f} s, writes {lib['write_seconds']:.2f} s")
+        row("  client: store template creation", f"{lib['store_create_seconds']:.2f} s", "before any block runs")
+        row("  worker warm-up (imports + kernel load), per worker",
+            " / ".join(f"{x:.2f}" for x in lib["worker_warm_up_seconds"]) + " s", "paid by the first block otherwise")
+    row("outside block compute, incl. cluster start-up", f"{e['outside_compute_share']:.1%}",
+        f"of {e['wall_seconds']:.1f} s wall x {e['workers']} workers")
+    row("store writes", f"{e['write_bytes_per_s'] / 1e6:.1f} MB/s",
+        f"{e['store_bytes'] / 1e6:.1f} MB uncompressed, {e['store_bytes_on_disk'] / 1e6:.1f} MB on disk")
+    if "compile" in r:
+        c = r["compile"]
+        row("numba: first FTCS call, fresh process, empty cache", f"{c['cold_cache_first_call_seconds']:.2f} s", "compile")
+        row("numba: first FTCS call, fresh process, warm cache", f"{c['warm_cache_first_call_seconds']:.2f} s", "load from disk cache")
+    row("first / second FTCS call in each dask worker",
+        " / ".join(f"{x:.2f}" for x in b["worker_first_kernel_call_seconds"]) + " s",
+        "second: " + " / ".join(f"{x * 1e3:.2f}" for x in b["worker_second_kernel_call_seconds"]) + " ms (paid once per worker)")
+    for s in r.get("scaling", []):
+        row(f"scaling {s['label']}: {s['runs']} runs, {s['workers']} worker(s)", f"{s['runs_per_s']:,.0f}",
+            f"runs/s, peak RSS {s['peak_rss_bytes'] / 2**20:.0f} MiB (all processes), {s['wall_seconds']:.1f} s wall")
+    if "memory_growth" in r:
+        g = r["memory_growth"]
+        row("peak memory 16x / 1x", f"{g:.2f}", f"target within 20 %: {'met' if abs(g - 1) <= 0.2 else 'NOT met'}")
+    if "workers_speedup" in r:
+        row("2 workers / 1 worker runs/s (16x sweep)", f"{r['workers_speedup']:.2f}x")
+    if "million" in r:
+        mm = r["million"]
+        row(f"million-run sweep ({mm['runs']:,} runs, {mm['results']:,} results)", f"{mm['wall_seconds']:.0f} s",
+            f"{mm['runs_per_s']:,.0f} runs/s, peak RSS {mm['peak_rss_bytes'] / 2**20:.0f} MiB, "
+            f"scheduler share {mm['scheduler_share']:.1%}")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs (seconds)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--skip-million", action="store_true", help="skip the million-run sweep (minutes)")
+    options = parser.parse_args(argv)
+    quick = options.quick
+    workers = 2 if (os.cpu_count() or 1) >= 2 else 1
+    results: dict = {"machine": machine(), "load_start": load(), "quick": quick}
+
+    results["kernels"] = bench_kernels(quick)
+    if not quick:
+        results["compile"] = bench_compile()
+
+    if quick:
+        steps, base = [100, 200], (4, 4)
+        reference = (8, 8)
+        samples = 8
+    else:
+        steps, base = list(range(1000, 10001, 1000)), (25, 25)
+        reference = (100, 100)
+        samples = 400
+    with tempfile.TemporaryDirectory(prefix="diffsweep-bench-") as tmp:
+        workdir = Path(tmp)
+        # --quick: threads instead of worker processes, and the CLI without dask, to
+        # check that everything runs in seconds; the figures then mean nothing
+        results["baseline"] = bench_baseline(samples, *reference, steps, 1 if quick else workers,
+                                             processes=not quick,
+                                             library=(workdir, sweep_yaml("reference", *reference, steps)))
+        results["end_to_end"] = run_cli(workdir, "reference", sweep_yaml("reference", *reference, steps),
+                                        1 if quick else workers, in_process=quick)
+        results["speedup"] = results["end_to_end"]["results_per_s"] / results["baseline"]["results_per_s"]
+        if not quick:
+            scaling = []
+            for factor in (1, 4):
+                n = (base[0] * int(factor**0.5), base[1] * int(factor**0.5))
+                scaling.append({"label": f"{factor}x", **run_cli(workdir, f"scale{factor}", sweep_yaml(f"scale{factor}", *n, steps), workers)})
+            scaling.append({"label": "16x", **results["end_to_end"]})  # the reference sweep is 16x the base
+            one = run_cli(workdir, "reference", sweep_yaml("reference", *reference, steps), 1)
+            scaling.append({"label": "16x", **one})
+            results["scaling"] = scaling
+            results["memory_growth"] = scaling[2]["peak_rss_bytes"] / scaling[0]["peak_rss_bytes"]
+            results["workers_speedup"] = scaling[2]["runs_per_s"] / one["runs_per_s"]
+        if not options.skip_million and not quick:
+            million = sweep_yaml("million", 1000, 1000, [2500, 5000, 7500, 10000])
+            results["million"] = run_cli(workdir, "million", million, workers)
+    results["load_end"] = load()
+    print_table(results)
+    if options.json:
+        path = Path(options.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
