@@ -49,9 +49,9 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kernels  # noqa: E402  (benchmarks/kernels.py)
+import kernels
 
-from pipeline.numerics import Grid, initial_condition, integrate  # noqa: E402
+from pipeline.numerics import Grid, initial_condition, integrate
 
 HERE = Path(__file__).resolve().parent
 
@@ -286,7 +286,7 @@ def first_kernel_call() -> tuple[float, float]:
 def warm_worker() -> float:
     """Import the pipeline and load the kernel in this worker; seconds it took."""
     start = time.perf_counter()
-    import pipeline.graph  # noqa: F401
+    import pipeline.graph
     import pipeline.store  # noqa: F401
 
     first_kernel_call()

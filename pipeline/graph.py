@@ -86,7 +86,7 @@ class Plan:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(len(axis.values) for axis in self.sweep.axes)
+        return self.sweep.shape
 
     @property
     def block_grid(self) -> tuple[int, ...]:
@@ -102,11 +102,11 @@ class Plan:
     @property
     def n_runs(self) -> int:
         """Trajectories integrated (a run is one trajectory; each has every step count)."""
-        return math.prod(self.shape[:-1])
+        return self.sweep.n_runs
 
     @property
     def n_results(self) -> int:
-        return math.prod(self.shape)
+        return self.sweep.n_results
 
     def block(self, index: tuple[int, ...]) -> Block:
         slices = tuple(

@@ -34,6 +34,21 @@ def small_sweep(tmp_path: Path) -> Path:
     return path
 
 
+def compute_store(text: str, path: Path, *, blocks: int | None = None) -> str:
+    """Run a sweep definition into a store in this process; only the first ``blocks``
+    blocks when given (an incomplete store, as an interrupted run leaves it)."""
+    from pipeline import execute, graph, store
+    from pipeline.sweep import parse_sweep
+
+    plan = graph.plan(parse_sweep(text), parallelism=1)
+    if blocks is None:
+        execute.run_sweep(plan, str(path))
+    else:
+        todo = execute.prepare_store(str(path), plan)
+        graph.execute_in_process(plan, todo[:blocks], store.BlockWriter(str(path)))
+    return str(path)
+
+
 def tree_digest(path: Path) -> str:
     """Digest of every file name and byte under ``path``: equal digests, untouched store."""
     digest = hashlib.sha256()

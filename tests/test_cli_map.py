@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
+from conftest import compute_store
 from PIL import Image
 
-from pipeline import execute, graph, maps, store
+from pipeline import maps
 from pipeline.cli.main import cli
-from pipeline.sweep import parse_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,14 +43,7 @@ sweep:
 """
 
 
-def compute(text: str, path: Path, blocks: int | None = None) -> str:
-    plan = graph.plan(parse_sweep(text), parallelism=1)
-    if blocks is None:
-        execute.run_sweep(plan, str(path))
-    else:
-        todo = execute.prepare_store(str(path), plan)
-        graph.execute_in_process(plan, todo[:blocks], store.BlockWriter(str(path)))
-    return str(path)
+compute = compute_store
 
 
 @pytest.fixture(scope="module")

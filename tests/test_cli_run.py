@@ -15,10 +15,10 @@ import pytest
 import xarray as xr
 import zarr
 from click.testing import CliRunner
-
 from conftest import SWEEPS, diffsweep, fresh_python, tree_digest
-from pipeline.cli.main import cli
 from sweep_cases import BAD_SWEEPS, BAD_SWEEPS_DIR, GOOD_MINIMAL
+
+from pipeline.cli.main import cli
 
 DOCUMENTED_VARIABLES = {"distance", "mass_error", "overshoot", "growth", "error", "status"}
 

@@ -6,8 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_SWEEP
+
 from pipeline import graph
 from pipeline.numerics import Grid, discrete_solution, initial_condition
 from pipeline.sweep import parse_sweep

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import compute_store
 
-from pipeline import execute, graph, maps
+from pipeline import maps
 from pipeline.errors import MapError, StoreError
 from pipeline.numerics import stability_limit
-from pipeline.sweep import parse_sweep
 
 CELLS = {1: 32, 2: 16, 3: 12}
 COEFFICIENTS = [0.5, 1.0, 2.0]
@@ -54,15 +54,7 @@ criteria: {{tolerance: 1.0e-3, divergence: 1.0e3}}
 
 def run(text: str, path: Path, *, blocks: int | None = None) -> xr.Dataset:
     """Compute ``text`` into a store at ``path`` (only the first ``blocks`` blocks if given)."""
-    plan = graph.plan(parse_sweep(text), parallelism=1)
-    if blocks is None:
-        execute.run_sweep(plan, str(path))
-    else:
-        from pipeline import store
-
-        todo = execute.prepare_store(str(path), plan)
-        graph.execute_in_process(plan, todo[:blocks], store.BlockWriter(str(path)))
-    return maps.open_results(str(path))
+    return maps.open_results(compute_store(text, path, blocks=blocks))
 
 
 @pytest.fixture(scope="module", params=[1, 2, 3], ids=["1d", "2d", "3d"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-
 from conftest import SMALL_SWEEP, tree_digest
+
 from pipeline import execute, graph, store
 from pipeline.errors import StoreError
 from pipeline.sweep import parse_sweep
@@ -66,7 +66,7 @@ def test_existing_store_is_refused_without_flags_and_left_untouched(tmp_path, pl
     with pytest.raises(StoreError, match="already exists; pass --resume"):
         execute.run_sweep(plan, str(url))
     other = graph.plan(parse_sweep(SMALL_SWEEP.replace("num: 8", "num: 9")))
-    with pytest.raises(StoreError, match="holds sweep 'small' .* not this definition"):
+    with pytest.raises(StoreError, match=r"holds sweep 'small' .* not this definition"):
         execute.run_sweep(other, str(url), resume=True)
     assert tree_digest(url) == before
 
@@ -75,7 +75,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_diffsweep_store(tmp_path, p
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "chapter1.tex").write_text("years of work")
-    with pytest.raises(StoreError, match="not a zarr store|not a diffsweep results store"):
+    with pytest.raises(StoreError, match=r"not a zarr store|not a diffsweep results store"):
         execute.run_sweep(plan, str(precious), overwrite=True)
     assert (precious / "chapter1.tex").read_text() == "years of work"
 
