@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -50,6 +51,7 @@ __all__ = [
     "Criteria",
     "Model",
     "Output",
+    "RunModel",
     "Sweep",
     "load_sweep",
     "parse_sweep",
@@ -133,6 +135,74 @@ class Model:
     boundary: str | None = "neumann"
     initial: str | None = "step"
     seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """The complete model of one run (or of every run of one block): no swept ``None``.
+
+    Build it with :meth:`Sweep.run_model` (from a sweep) or ``RunModel(**values)`` (from
+    the coordinates and attributes of a results store).
+
+    Examples
+    --------
+    >>> model = RunModel(scheme="ftcs", dims=2, cells=64, length=2.0,
+    ...                  boundary="neumann", initial="step", seed=0)
+    >>> model.dx
+    0.03125
+    >>> model.stability_limit
+    0.25
+    """
+
+    scheme: str
+    dims: int
+    cells: int
+    length: float
+    boundary: str
+    initial: str
+    seed: int
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunModel:
+        """From a mapping holding every model key (numpy scalars become Python ones)."""
+        plain = {key: values[key].item() if isinstance(values[key], np.generic) else values[key] for key in MODEL_KEYS}
+        return cls(
+            scheme=str(plain["scheme"]),
+            dims=int(plain["dims"]),
+            cells=int(plain["cells"]),
+            length=float(plain["length"]),
+            boundary=str(plain["boundary"]),
+            initial=str(plain["initial"]),
+            seed=int(plain["seed"]),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The model keys and their values, in :data:`MODEL_KEYS` order."""
+        return {key: getattr(self, key) for key in MODEL_KEYS}
+
+    @property
+    def dx(self) -> float:
+        """Cell width, ``length / cells``."""
+        return self.length / self.cells
+
+    @property
+    def cells_total(self) -> int:
+        """Cells of one field, ``cells ** dims``."""
+        return self.cells**self.dims
+
+    @property
+    def grid(self) -> Any:
+        """The :class:`pipeline.numerics.Grid` of this model (imports the numerics)."""
+        from pipeline.numerics import Grid
+
+        return Grid(dims=self.dims, cells=self.cells, length=self.length)
+
+    @property
+    def stability_limit(self) -> float | None:
+        """Largest stable CFL number ``D dt / dx**2`` (von Neumann), ``None`` if unconditional."""
+        from pipeline.numerics import stability_limit
+
+        return stability_limit(self.scheme, self.dims)
 
 
 @dataclass(frozen=True)
@@ -250,6 +320,26 @@ class Sweep:
         if index is None or key not in index:
             raise KeyError(f"model key {key!r} is swept; give its position in index")
         return self.axis(key).values[index[key]]
+
+    def run_model(self, swept: Mapping[str, Any] | None = None) -> RunModel:
+        """The complete model of a run: fixed keys from :attr:`model`, swept ones from ``swept``.
+
+        ``swept`` maps every swept model key to its value for that run.
+        """
+        values = {key: getattr(self.model, key) for key in MODEL_KEYS}
+        values.update(swept or {})
+        missing = [key for key in MODEL_KEYS if values[key] is None]
+        if missing:
+            raise KeyError(f"swept model keys need a value: {', '.join(missing)}")
+        return RunModel.from_mapping(values)
+
+    def run_models(self) -> tuple[RunModel, ...]:
+        """The model of every combination of swept model keys (one when none is swept)."""
+        keys = self.swept_model_keys
+        return tuple(
+            self.run_model(dict(zip(keys, values, strict=True)))
+            for values in itertools.product(*(self.axis(key).values for key in keys))
+        )
 
     def model_values(self, key: str) -> tuple[Any, ...]:
         """Every value model ``key`` takes in this sweep (one when it is fixed)."""
