@@ -62,6 +62,14 @@ BAD_SWEEPS: list[tuple[str, str]] = [
         "python_tag_nested.yaml",
         ":8: sweep.steps[1]: Expected plain YAML data. Got the tag '!!python/object/apply:os.system'",
     ),
+    (
+        "deep_nesting.yaml",
+        ":4: Expected at most 20 levels of nested lists and mappings (a sweep definition needs four)",
+    ),
+    (
+        "cfl_flow_comma.yaml",
+        ":7: sweep.cfl: Expected a key. Got the number 0.7 instead: in a {...} mapping a comma ends an entry, so 'linspace: 0.1, 0.7' reads as two entries",
+    ),
     ("custom_tag.yaml", ":9: output: Expected plain YAML data. Got the tag '!include'"),
     # top-level keys
     ("unknown_top_key.yaml", ":9: outptu: Unknown key; did you mean 'output'?"),
@@ -87,6 +95,14 @@ BAD_SWEEPS: list[tuple[str, str]] = [
     ("cells_two.yaml", ":4: model.cells: Expected an integer >= 3. Got 2"),
     ("cells_fraction.yaml", ":4: model.cells: Expected an integer >= 3. Got 32.5"),
     ("cells_geomspace_fraction.yaml", ":4: model.cells.linspace: Expected whole numbers. Got 18.5"),
+    (
+        "length_overflow.yaml",
+        ":5: model.length: Expected a length whose cell width dx = length / cells lies between 1e-150 and 1e+150 (dx**2 and 1/dx**2 must be float64 numbers). Got 1e+300",
+    ),
+    (
+        "length_underflow.yaml",
+        ":5: model.length: Expected a length whose cell width dx = length / cells lies between 1e-150 and 1e+150 (dx**2 and 1/dx**2 must be float64 numbers). Got 1e-300",
+    ),
     ("length_negative.yaml", ":5: model.length: Expected a number > 0. Got -1.0"),
     ("seed_negative.yaml", ":5: model.seed: Expected an integer >= 0. Got -1"),
     (
@@ -117,10 +133,22 @@ BAD_SWEEPS: list[tuple[str, str]] = [
         ":6: sweep.coefficient.linspace: Expected unique values. Got 0.5 more than once",
     ),
     ("steps_float.yaml", ":8: sweep.steps[1]: Expected an integer >= 1. Got 10.5"),
+    (
+        "steps_huge.yaml",
+        ":8: sweep.steps[1]: Expected an integer <= 1,000,000,000 (the most steps one run may take",
+    ),
+    (
+        "cfl_time_overflow.yaml",
+        ":7: sweep.cfl: Expected values whose final time steps*dt is a float64 number for every run. Got 1e+308",
+    ),
     ("steps_zero.yaml", ":8: sweep.steps[0]: Expected an integer >= 1. Got 0"),
     (
         "unknown_form_key.yaml",
         ":6: sweep.coefficient.linspce: Unknown key; did you mean 'linspace'?",
+    ),
+    (
+        "logspace.yaml",
+        ":7: sweep.step_size.logspace: Unknown key: write geomspace, which takes the end values themselves, not their base-10 exponents as numpy's logspace does ({logspace: [-6, -4]} means {geomspace: [1e-06, 0.0001]})",
     ),
     (
         "two_forms.yaml",
@@ -142,6 +170,10 @@ BAD_SWEEPS: list[tuple[str, str]] = [
     ("geomspace_nonpositive.yaml", ":5: model.seed.geomspace[0]: Expected a number > 0. Got 0"),
     ("range_float.yaml", ":8: sweep.steps.range[1]: Expected an integer. Got 100.5"),
     ("range_zero_step.yaml", ":8: sweep.steps.range[2]: Expected a step other than 0. Got 0"),
+    (
+        "range_without_step.yaml",
+        ":8: sweep.steps.range: Expected a list [start, stop, step]. Got [500, 2000] without a step instead, which would mean all 1,500 integers from 500 to 1999; give the step, e.g. [500, 2000, 500]",
+    ),
     (
         "range_empty.yaml",
         ":8: sweep.steps.range: Expected at least one value. Got an empty range [100, 10, 10]",
@@ -185,10 +217,10 @@ BAD_SWEEPS: list[tuple[str, str]] = [
     ),
     (
         "memory_per_run.yaml",
-        ":4: model.cells: One run on a 3-D grid of 1024 cells per dimension needs about 48.0 GiB",
+        ":4: model.cells: One run on a 3-D grid of 1024 cells per dimension needs about 48.00 GiB",
     ),
     (
         "memory_per_task.yaml",
-        ":10: chunks: One task of 8 runs (4 coefficient x 2 step_size) needs about 6.0 GiB (768.0 MiB per run), more than the memory limit of 2.0 GiB per task",
+        ":10: chunks: One task of 8 runs (4 coefficient x 2 step_size) needs about 6.00 GiB (768.00 MiB per run), more than the memory limit of 2.00 GiB per task",
     ),
 ]

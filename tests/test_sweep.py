@@ -27,6 +27,7 @@ from pipeline.sweep import (
     Sweep,
     load_sweep,
     parse_sweep,
+    yamltree,
 )
 
 DESIGN_EXAMPLE = """\
@@ -165,7 +166,7 @@ def test_empty_optional_sections_mean_defaults():
         ("{linspace: [0.1, 0.4], num: 4}", (0.1, 0.2, 0.30000000000000004, 0.4)),
         ("{geomspace: [0.01, 1.0], num: 3}", (0.01, 0.1, 1.0)),
         ("{linspace: [0.5, 0.7], num: 1}", (0.5,)),
-        ("{range: [1, 4]}", (1.0, 2.0, 3.0)),
+        ("{range: [1, 4, 1]}", (1.0, 2.0, 3.0)),
         ("{range: [5, 0, -2]}", (5.0, 3.0, 1.0)),
     ],
 )
@@ -372,7 +373,7 @@ def test_memory_limit_option():
     assert sweep.memory_per_task() > 50_000
     with pytest.raises(
         SweepError,
-        match=r"<string>:8: chunks: One task of 4 runs .* more than the memory limit of 48\.8 KiB per task",
+        match=r"<string>:8: chunks: One task of 4 runs .* more than the memory limit of 48\.83 kiB per task",
     ):
         parse_sweep(text, memory_limit=50_000)
     with pytest.raises(
@@ -394,7 +395,7 @@ def test_single_run_limit_uses_the_largest_swept_grid():
     text = minimal(**{"  cells": "  cells: [16, 1024]"}).replace("model:\n", "model:\n  dims: 3\n")
     with pytest.raises(
         SweepError,
-        match=r":4: model\.cells: One run on a 3-D grid of 1024 cells per dimension needs about 48\.0 GiB",
+        match=r":4: model\.cells: One run on a 3-D grid of 1024 cells per dimension needs about 48\.00 GiB",
     ):
         parse_sweep(text)
 
@@ -466,7 +467,7 @@ def test_python_tag_under_an_unknown_key_is_refused_as_a_tag(tmp_path):
     [
         ("{geomspace: [1.0e-3, 1.0], num: 1e12}", "sweep.coefficient.num"),
         ("{linspace: [1.0e-3, 1.0], num: 1000000000000000000000000}", "sweep.coefficient.num"),
-        ("{range: [1, 1000000000000000]}", "sweep.coefficient.range"),
+        ("{range: [1, 1000000000000000, 1]}", "sweep.coefficient.range"),
     ],
 )
 def test_huge_axis_is_refused_before_anything_is_allocated(axis, key):
@@ -505,7 +506,8 @@ def test_too_many_results_is_refused_before_anything_is_allocated():
 def test_oversized_text_is_refused(tmp_path):
     text = minimal() + "#" * 2**20 + "\n"
     with pytest.raises(
-        SweepError, match=r"^<string>: The sweep definition is 1\.0 MiB; at most 1\.0 MiB"
+        SweepError,
+        match=r"^<string>: The sweep definition is 1,048,\d+ bytes; at most 1,048,576 bytes \(1\.00 MiB\)",
     ):
         parse_sweep(text)
     path = tmp_path / "big.yaml"
@@ -608,7 +610,7 @@ def test_error_carries_key_line_and_source():
             r":5: sweep\.coefficient\.linspace\[1\]: Expected a number > 0\. Got 'x'",
         ),
         (
-            {"  coefficient": "  coefficient: {range: [0, 3]}"},
+            {"  coefficient": "  coefficient: {range: [0, 3, 1]}"},
             r":5: sweep\.coefficient\.range: Expected a number > 0\. Got 0",
         ),
         (
@@ -678,7 +680,7 @@ def test_billion_laughs_is_cheap():
 
 def test_same_result_without_libyaml(monkeypatch):
     with_libyaml = parse_sweep(DESIGN_EXAMPLE)
-    monkeypatch.setattr(sweep_module, "_FAST_LOADER", yaml.SafeLoader)
+    monkeypatch.setattr(yamltree, "FAST_LOADER", yaml.SafeLoader)
     assert parse_sweep(DESIGN_EXAMPLE) == with_libyaml
     plain = parse_sweep(minimal(**{"  coefficient": "  coefficient: [1e-3, 2]"}))
     assert plain.axis("coefficient").values == (1e-3, 2.0)
@@ -797,3 +799,12 @@ def test_sweep_constructed_directly_is_usable():
 def test_bad_sweeps_dir_exists():
     assert BAD_SWEEPS_DIR == Path(__file__).parent / "bad_sweeps"
     assert PWNED_MARKER.is_absolute()
+
+
+@pytest.mark.parametrize("module", ["pipeline.sweep", "pipeline.sweep.definition", "pipeline.sweep.parser"])
+def test_doctest_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

@@ -1,0 +1,446 @@
+"""The value objects of a sweep definition and the estimates made from them.
+
+A :class:`Sweep` is what :func:`pipeline.sweep.parse_sweep` returns: an immutable,
+hashable value holding the model (:class:`Model`), the axes of the parameter grid
+(:class:`Axis`), the chunks, the stability :class:`Criteria` and the :class:`Output`
+settings.  :class:`RunModel` is the complete, typed model of one run.  The size of
+the grid, the memory one run and one task need, and the number of fields stored per
+run are computed here and nowhere else.
+
+This module imports only the standard library and numpy: reading a sweep never
+imports the numerical kernels, dask or the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BOUNDARIES",
+    "DEFAULT_MEMORY_LIMIT",
+    "FIELDS",
+    "INITIALS",
+    "MAX_AXIS_LENGTH",
+    "MAX_RESULTS",
+    "MAX_STEPS",
+    "MAX_TEXT_BYTES",
+    "MODEL_KEYS",
+    "SCHEMES",
+    "STEP_AXES",
+    "Axis",
+    "Criteria",
+    "Model",
+    "Output",
+    "RunModel",
+    "Sweep",
+]
+
+# The same tuples as in pipeline.numerics, kept here so that reading a sweep never
+# imports the numerical kernels; tests/test_sweep.py checks that they stay equal.
+SCHEMES: tuple[str, ...] = ("ftcs", "backward-euler", "crank-nicolson")
+BOUNDARIES: tuple[str, ...] = ("neumann", "periodic", "dirichlet")
+INITIALS: tuple[str, ...] = ("step", "gaussian", "random")
+FIELDS: tuple[str, ...] = ("none", "final", "checkpoints")
+
+#: Model keys, in the order their axes come first in :attr:`Sweep.axes`.
+MODEL_KEYS: tuple[str, ...] = ("scheme", "dims", "cells", "length", "boundary", "initial", "seed")
+#: The two ways of giving the time step; a sweep has exactly one of them as an axis.
+STEP_AXES: tuple[str, ...] = ("step_size", "cfl")
+
+DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes per task
+MAX_TEXT_BYTES = 2**20  # a sweep definition is a small, hand-written file
+MAX_AXIS_LENGTH = 10**6  # values along one axis
+MAX_RESULTS = 10**9  # points of the whole result grid (runs x checkpoints)
+#: Largest step count of a run.  FTCS integrates every step: 10**9 steps of a 128-cell
+#: grid are ~1.3e11 cell updates, about 1.5 minutes of one core at the measured
+#: ~1.5e9 updates/s, and a 3-D grid multiplies that by its cells.  A stability question
+#: that 10**9 steps do not settle is not one this tool answers.
+MAX_STEPS = 10**9
+
+# Memory model of one run: the state, the next state and work arrays of the schemes
+# (about six fields of cells**dims float64), plus any stored fields, plus the five
+# float64 measures and the int8 status per checkpoint.
+_WORK_ARRAYS = 6
+_BYTES_PER_VALUE = 8
+_DIAGNOSTIC_BYTES_PER_CHECKPOINT = 5 * 8 + 1
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One dimension of the parameter grid.
+
+    Parameters
+    ----------
+    name
+        ``coefficient``, ``step_size``/``cfl``, ``steps`` or a model key.
+    values
+        The coordinate values, Python scalars (``float``, ``int`` or ``str``), unique;
+        ``steps`` ascending.
+    """
+
+    name: str
+    values: tuple[Any, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Model:
+    """The fixed model settings; a key that is swept holds ``None`` (read its axis)."""
+
+    scheme: str | None = "ftcs"
+    dims: int | None = 1
+    cells: int | None = 128
+    length: float | None = 1.0
+    boundary: str | None = "neumann"
+    initial: str | None = "step"
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """The complete model of one run (or of every run of one block): no swept ``None``.
+
+    Build it with :meth:`Sweep.run_model` (from a sweep) or ``RunModel(**values)`` (from
+    the coordinates and attributes of a results store).
+
+    Examples
+    --------
+    >>> model = RunModel(scheme="ftcs", dims=2, cells=64, length=2.0,
+    ...                  boundary="neumann", initial="step", seed=0)
+    >>> model.dx
+    0.03125
+    >>> model.stability_limit
+    0.25
+    """
+
+    scheme: str
+    dims: int
+    cells: int
+    length: float
+    boundary: str
+    initial: str
+    seed: int
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunModel:
+        """From a mapping holding every model key (numpy scalars become Python ones)."""
+        plain = {
+            key: values[key].item() if isinstance(values[key], np.generic) else values[key]
+            for key in MODEL_KEYS
+        }
+        return cls(
+            scheme=str(plain["scheme"]),
+            dims=int(plain["dims"]),
+            cells=int(plain["cells"]),
+            length=float(plain["length"]),
+            boundary=str(plain["boundary"]),
+            initial=str(plain["initial"]),
+            seed=int(plain["seed"]),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The model keys and their values, in :data:`MODEL_KEYS` order."""
+        return {key: getattr(self, key) for key in MODEL_KEYS}
+
+    @property
+    def dx(self) -> float:
+        """Cell width, ``length / cells``."""
+        return self.length / self.cells
+
+    @property
+    def cells_total(self) -> int:
+        """Cells of one field, ``cells ** dims``."""
+        return self.cells**self.dims
+
+    @property
+    def grid(self) -> Any:
+        """The :class:`pipeline.numerics.Grid` of this model (imports the numerics)."""
+        from pipeline.numerics import Grid
+
+        return Grid(dims=self.dims, cells=self.cells, length=self.length)
+
+    @property
+    def stability_limit(self) -> float | None:
+        """Largest stable CFL number ``D dt / dx**2`` (von Neumann), ``None`` if unconditional."""
+        from pipeline.numerics import stability_limit
+
+        return stability_limit(self.scheme, self.dims)
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Stability classification thresholds.
+
+    A run is at equilibrium when its distance to the equilibrium is at most
+    ``tolerance`` (relative to the initial range), and divergent when a deviation
+    exceeds ``divergence`` times the initial range (see :mod:`pipeline.diagnostics`).
+    """
+
+    tolerance: float = 1e-3
+    divergence: float = 1e3
+
+
+@dataclass(frozen=True)
+class Output:
+    """What is stored beside the measures: ``none``, ``final`` or ``checkpoints`` fields."""
+
+    fields: str = "none"
+
+    def fields_per_run(self, n_checkpoints: int) -> int:
+        """How many fields one run stores: 0 (``none``), 1 (``final``) or one per checkpoint.
+
+        The only place this multiplier is written down; memory and store-size estimates
+        and the result layout read it from here.
+
+        Examples
+        --------
+        >>> Output("checkpoints").fields_per_run(4), Output("final").fields_per_run(4)
+        (4, 1)
+        """
+        if self.fields == "none":
+            return 0
+        if self.fields == "final":
+            return 1
+        if self.fields == "checkpoints":
+            return n_checkpoints
+        raise ValueError(f"fields must be one of {FIELDS}, not {self.fields!r}")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep definition: an immutable, hashable value.
+
+    Equality and hashing use the normalised definition only, never ``text`` or
+    ``source``; :attr:`sha256` is the stable content hash stores are tagged with.
+
+    Attributes
+    ----------
+    name, description
+        Identification; ``name`` is safe as a file stem.
+    model
+        Fixed model settings (swept keys hold ``None``).
+    axes
+        The grid dimensions in result order: swept model keys (in :data:`MODEL_KEYS`
+        order), ``coefficient``, ``step_size`` or ``cfl``, then ``steps``.
+    chunks
+        Explicit runs per task along axes, ``((axis, size), ...)`` in axis order; axes
+        not named are unchunked (``steps`` never is).
+    criteria, output
+        Classification thresholds and stored fields.
+    text
+        The YAML exactly as given.
+    source
+        Where it came from (file name or ``<string>``).
+    """
+
+    name: str
+    description: str
+    model: Model
+    axes: tuple[Axis, ...]
+    chunks: tuple[tuple[str, int], ...]
+    criteria: Criteria
+    output: Output
+    text: str = field(default="", compare=False, repr=False)
+    source: str = field(default="<string>", compare=False, repr=False)
+
+    # ---- the grid
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """Names of the axes, in result-dimension order."""
+        return tuple(axis.name for axis in self.axes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Length of every axis, in result-dimension order (``steps`` last).
+
+        Examples
+        --------
+        >>> from pipeline.sweep import parse_sweep
+        >>> sweep = parse_sweep(
+        ...     "name: s\\nmodel: {dims: [1, 2]}\\n"
+        ...     "sweep: {coefficient: [0.5, 1.0], cfl: [0.1, 0.2, 0.3], steps: [10, 100]}\\n"
+        ... )
+        >>> sweep.axis_names, sweep.shape, sweep.n_runs, sweep.n_results
+        (('dims', 'coefficient', 'cfl', 'steps'), (2, 2, 3, 2), 12, 24)
+        """
+        return tuple(len(axis.values) for axis in self.axes)
+
+    @property
+    def n_runs(self) -> int:
+        """Number of trajectories: every axis but ``steps`` (checkpoints are not runs)."""
+        return math.prod(self.shape[:-1])
+
+    @property
+    def n_results(self) -> int:
+        """Number of points of the result grid (``n_runs`` × number of checkpoints)."""
+        return math.prod(self.shape)
+
+    def axis(self, name: str) -> Axis:
+        """The axis called ``name``; ``KeyError`` naming the axes if there is none."""
+        for axis in self.axes:
+            if axis.name == name:
+                return axis
+        raise KeyError(
+            f"{name!r} is not an axis of sweep {self.name!r} (axes: {', '.join(self.axis_names)})"
+        )
+
+    @property
+    def step_axis(self) -> str:
+        """``"step_size"`` or ``"cfl"``: which one is the swept time-step axis."""
+        return "cfl" if "cfl" in self.axis_names else "step_size"
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        """The step counts (``steps`` axis values), ascending."""
+        return tuple(self.axes[-1].values)
+
+    @property
+    def swept_model_keys(self) -> tuple[str, ...]:
+        """Model keys that are axes, in axis order."""
+        return tuple(name for name in self.axis_names if name in MODEL_KEYS)
+
+    def is_swept(self, key: str) -> bool:
+        """Whether ``key`` is an axis of this sweep."""
+        return key in self.axis_names
+
+    def model_value(self, key: str, index: Mapping[str, int] | None = None) -> Any:
+        """The value of model ``key``: the fixed one, or the swept one at ``index[key]``.
+
+        ``index`` maps axis names to integer positions; it is needed only when ``key``
+        is swept.
+        """
+        if key not in MODEL_KEYS:
+            raise KeyError(f"{key!r} is not a model key (keys: {', '.join(MODEL_KEYS)})")
+        if not self.is_swept(key):
+            return getattr(self.model, key)
+        if index is None or key not in index:
+            raise KeyError(f"model key {key!r} is swept; give its position in index")
+        return self.axis(key).values[index[key]]
+
+    def run_model(self, swept: Mapping[str, Any] | None = None) -> RunModel:
+        """The complete model of a run: fixed keys from :attr:`model`, swept ones from ``swept``.
+
+        ``swept`` maps every swept model key to its value for that run.
+        """
+        values = {key: getattr(self.model, key) for key in MODEL_KEYS}
+        values.update(swept or {})
+        missing = [key for key in MODEL_KEYS if values[key] is None]
+        if missing:
+            raise KeyError(f"swept model keys need a value: {', '.join(missing)}")
+        return RunModel.from_mapping(values)
+
+    def run_models(self) -> tuple[RunModel, ...]:
+        """The model of every combination of swept model keys (one when none is swept)."""
+        keys = self.swept_model_keys
+        return tuple(
+            self.run_model(dict(zip(keys, values, strict=True)))
+            for values in itertools.product(*(self.axis(key).values for key in keys))
+        )
+
+    def model_values(self, key: str) -> tuple[Any, ...]:
+        """Every value model ``key`` takes in this sweep (one when it is fixed)."""
+        if self.is_swept(key):
+            return self.axis(key).values
+        return (getattr(self.model, key),)
+
+    @property
+    def dims_max(self) -> int:
+        """The largest number of dimensions of any run."""
+        return int(max(self.model_values("dims")))
+
+    @property
+    def cells_max(self) -> int:
+        """The largest number of cells per dimension of any run."""
+        return int(max(self.model_values("cells")))
+
+    # ---- tasks and memory
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        """Runs per task along every axis: the explicit chunk, else the whole axis."""
+        explicit = dict(self.chunks)
+        return tuple(explicit.get(axis.name, len(axis.values)) for axis in self.axes)
+
+    @property
+    def runs_per_task(self) -> int:
+        """Runs in one full task under :attr:`chunk_shape`."""
+        return math.prod(self.chunk_shape[:-1])
+
+    def memory_per_run(self, fields: str | None = None) -> int:
+        """Estimated bytes one run needs (the largest grid of the sweep).
+
+        About six arrays of ``cells**dims`` float64 for the state and the scheme's work
+        arrays, the diagnostics per checkpoint, and the stored fields: one more array
+        for ``final``, one per checkpoint for ``checkpoints``.  ``fields`` defaults to
+        ``output.fields``.
+        """
+        output = self.output if fields is None else Output(fields)
+        size = self.cells_max**self.dims_max
+        n_checkpoints = len(self.checkpoints)
+        stored = output.fields_per_run(n_checkpoints)
+        return (
+            _WORK_ARRAYS + stored
+        ) * size * _BYTES_PER_VALUE + n_checkpoints * _DIAGNOSTIC_BYTES_PER_CHECKPOINT
+
+    @property
+    def fields_per_run(self) -> int:
+        """Fields one run stores under :attr:`output` (see :meth:`Output.fields_per_run`)."""
+        return self.output.fields_per_run(len(self.checkpoints))
+
+    def memory_per_task(self, fields: str | None = None) -> int:
+        """Estimated bytes of one task under :attr:`chunk_shape`."""
+        return self.runs_per_task * self.memory_per_run(fields)
+
+    # ---- identity
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalised definition as plain data in the YAML layout.
+
+        Swept model keys are written under ``sweep``; ``parse_sweep(yaml.safe_dump(
+        sweep.to_dict()))`` equals ``sweep``.
+        """
+        model = {key: value for key, value in asdict(self.model).items() if value is not None}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "model": model,
+            "sweep": {axis.name: list(axis.values) for axis in self.axes},
+            "chunks": dict(self.chunks),
+            "criteria": asdict(self.criteria),
+            "output": asdict(self.output),
+        }
+
+    def canonical_json(self) -> str:
+        """Canonical JSON of the normalised definition (what :attr:`sha256` hashes).
+
+        Keys sorted, no whitespace, floats by ``repr``, axes and chunks as ordered
+        lists; comments, layout and key order of the YAML do not enter.
+        """
+        document = {
+            "format": "diffsweep-sweep-1",
+            "name": self.name,
+            "description": self.description,
+            "model": asdict(self.model),
+            "axes": [[axis.name, list(axis.values)] for axis in self.axes],
+            "chunks": [list(chunk) for chunk in self.chunks],
+            "criteria": asdict(self.criteria),
+            "output": asdict(self.output),
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex SHA-256 of :meth:`canonical_json`: stable across formatting changes."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
