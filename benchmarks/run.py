@@ -209,7 +209,7 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
     """
     import zarr
 
-    from pipeline import graph
+    from pipeline.planning import plan as make_plan
     from pipeline.sweep import parse_sweep
 
     path = workdir / f"{name}.yaml"
@@ -229,7 +229,7 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{output}")
     attrs = dict(zarr.open_group(str(store), mode="r").attrs)
-    plan = graph.plan(parse_sweep(text), parallelism=workers)
+    plan = make_plan(parse_sweep(text), parallelism=workers)
     on_disk = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
     run_seconds = float(attrs["run_seconds"])
     compute = float(attrs["run_compute_seconds"])
@@ -237,7 +237,7 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
     shutil.rmtree(store, ignore_errors=True)
     return {
         "name": name, "workers": workers, "in_process": in_process, "runs": plan.n_runs, "results": plan.n_results,
-        "blocks": plan.n_blocks, "runs_per_block": plan.summary()["runs_per_task"],
+        "blocks": plan.n_blocks, "runs_per_block": plan.runs_per_task,
         "wall_seconds": wall, "run_seconds": run_seconds,
         "compute_seconds": compute, "write_seconds": write,
         "runs_per_s": plan.n_runs / wall, "results_per_s": plan.n_results / wall,
@@ -286,7 +286,7 @@ def first_kernel_call() -> tuple[float, float]:
 def warm_worker() -> float:
     """Import the pipeline and load the kernel in this worker; seconds it took."""
     start = time.perf_counter()
-    import pipeline.graph
+    import pipeline.compute
     import pipeline.store  # noqa: F401
 
     first_kernel_call()
@@ -299,10 +299,12 @@ def library_run(client, workdir: Path, text: str, workers: int) -> dict:
     Store creation (client side) and worker warm-up are timed separately; the share is
     1 - (compute + write summed over blocks) / (workers x time from submit to last result).
     """
-    from pipeline import graph, store
+    from pipeline import store
+    from pipeline.executors import DaskExecutor
+    from pipeline.planning import plan as make_plan
     from pipeline.sweep import parse_sweep
 
-    plan = graph.plan(parse_sweep(text), parallelism=workers)
+    plan = make_plan(parse_sweep(text), parallelism=workers)
     url = str(workdir / "library.zarr")
     start = time.perf_counter()
     warm = client.run(warm_worker)
@@ -311,7 +313,7 @@ def library_run(client, workdir: Path, text: str, workers: int) -> dict:
     store.create(url, plan)
     create_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    summaries = graph.execute_on_dask(client, plan, list(plan.blocks()), store.BlockWriter(url))
+    summaries = DaskExecutor(client).execute(plan, list(plan.blocks()), store.BlockWriter(url))
     seconds = time.perf_counter() - start
     compute = sum(s["compute_seconds"] for s in summaries)
     write = sum(s["write_seconds"] for s in summaries)

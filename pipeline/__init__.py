@@ -1,8 +1,8 @@
 """diffsweep: parameter sweeps of numerical diffusion, from a YAML file to stability maps.
 
 The package is layered (each layer imports only the ones above it in this list):
-``numerics`` → ``diagnostics`` → ``sweep`` → ``graph`` → ``store`` → ``maps`` →
-``cluster`` → ``cli``.  Importing :mod:`pipeline` itself is cheap and pulls in none
+``numerics`` → ``diagnostics`` → ``sweep`` → ``planning``/``layout``/``compute``/
+``executors`` → ``store``/``runner`` → ``maps`` → ``cluster`` → ``cli``.  Importing :mod:`pipeline` itself is cheap and pulls in none
 of dask, xarray or zarr.
 """
 

@@ -53,6 +53,14 @@ class StoreError(DiffsweepError):
     """A results store is missing, belongs to another sweep, or cannot be written."""
 
 
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """Nothing is at the location of a results store that should exist."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """Something is already at the location of a new results store (neither resume nor overwrite)."""
+
+
 class ClusterError(DiffsweepError):
     """A dask scheduler cannot be reached or configured."""
 

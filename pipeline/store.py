@@ -1,20 +1,14 @@
 """The results store: one zarr (v3) store per sweep.
 
-Layout (what ``xarray.open_zarr(path)`` shows, without importing diffsweep):
-
-* dimensions: the sweep axes (``steps`` last), plus ``x``/``y``/``z`` for stored fields;
-* coordinates: every axis, and the derived ``cfl`` (or ``step_size`` when the sweep is
-  given in CFL numbers) and ``time = steps · step_size``;
-* variables: ``distance``, ``mass_error``, ``overshoot``, ``growth``, ``error``,
-  ``status`` (int8 with CF ``flag_values``/``flag_meanings``; ``-1`` = not computed yet),
-  optionally ``field``;
-* attributes: the sweep definition text and hash, the fixed model values, the criteria,
-  software versions, host, start/end times and timings.
+What ``xarray.open_zarr(path)`` shows, without importing diffsweep: the dimensions,
+coordinates and variables of the plan's :class:`~pipeline.layout.ResultLayout` (decided
+there, only written here), and as attributes the sweep definition text and hash, the
+fixed model values, the criteria, software versions, host, start/end times and timings.
 
 The template (metadata and coordinates) is written once by the client; each task then
 writes its own block into chunk-aligned regions and *afterwards* marks the block done
 in the child group ``_diffsweep`` (invisible to ``open_zarr``). A block that is not
-marked is recomputed by ``diffsweep run --resume``.
+marked is recomputed when the run is resumed.
 """
 
 from __future__ import annotations
@@ -25,42 +19,22 @@ import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 import zarr
 
 from pipeline import __version__
-from pipeline.diagnostics import ATTRIBUTES, MEASURES, NOT_COMPUTED
-from pipeline.errors import StoreError
-from pipeline.graph import SPATIAL_DIMS, Block, Plan, model_values
-from pipeline.numerics import Grid
+from pipeline.errors import StoreError, StoreNotFoundError
+from pipeline.planning import Block, Plan
 
 BOOKKEEPING = "_diffsweep"
 COMPLETED = "completed"
 FORMAT_VERSION = 1
-
-COORDINATE_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "coefficient": {"long_name": "diffusion coefficient D", "units": "length^2 / time"},
-    "step_size": {"long_name": "time step", "units": "time"},
-    "cfl": {"long_name": "CFL number r = D dt / dx^2", "units": "1"},
-    "steps": {"long_name": "number of time steps", "units": "1"},
-    "time": {"long_name": "simulated time = steps * step_size", "units": "time"},
-    "scheme": {"long_name": "time-stepping scheme", "units": "1"},
-    "dims": {"long_name": "number of spatial dimensions", "units": "1"},
-    "cells": {"long_name": "cells per dimension", "units": "1"},
-    "length": {"long_name": "edge length of the domain", "units": "length"},
-    "boundary": {"long_name": "boundary condition", "units": "1"},
-    "initial": {"long_name": "initial condition", "units": "1"},
-    "seed": {"long_name": "random seed of the initial condition", "units": "1"},
-    "x": {"long_name": "cell centre, first dimension", "units": "length"},
-    "y": {"long_name": "cell centre, second dimension", "units": "length"},
-    "z": {"long_name": "cell centre, third dimension", "units": "length"},
-}
 
 
 @contextmanager
@@ -71,15 +45,24 @@ def _consolidated_metadata_accepted() -> Iterator[None]:
         yield
 
 
-def _open_group(url: str, mode: str, storage_options: Mapping[str, Any] | None) -> zarr.Group:
+def _open_group(url: str, mode: Literal["r", "r+"], storage_options: Mapping[str, Any] | None) -> zarr.Group:
     return zarr.open_group(
         store=url, mode=mode, storage_options=dict(storage_options) if storage_options else None,
         use_consolidated=False,
     )
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
+def _array(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at ``path`` in ``group`` (StoreError if it is a group or missing)."""
+    array = group.get(path)
+    if not isinstance(array, zarr.Array):
+        raise StoreError(f"{group.store_path} has no array {path!r}; it is not a complete diffsweep store")
+    return array
+
+
+def _completed(url: str, storage_options: Mapping[str, Any] | None) -> np.ndarray:
+    """The bookkeeping array: 1 where a block is stored."""
+    return np.asarray(_array(_open_group(url, "r", storage_options), f"{BOOKKEEPING}/{COMPLETED}")[...])
 
 
 def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -91,9 +74,17 @@ def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
 
 
 def read_attributes(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Root attributes of a diffsweep store; :class:`StoreError` if it is not one."""
+    """Root attributes of a diffsweep store.
+
+    Raises
+    ------
+    StoreNotFoundError
+        Nothing is at ``url``.
+    StoreError
+        Something is there but it is not a diffsweep results store.
+    """
     if not exists(url, storage_options):
-        raise StoreError(f"no results store at {url!r}")
+        raise StoreNotFoundError(f"no results store at {url!r}")
     try:
         group = _open_group(url, "r", storage_options)
     except Exception as error:  # not zarr at all
@@ -107,13 +98,13 @@ def read_attributes(url: str, storage_options: Mapping[str, Any] | None = None) 
 def completion(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """(blocks completed, blocks in total)."""
     read_attributes(url, storage_options)
-    done = _open_group(url, "r", storage_options)[f"{BOOKKEEPING}/{COMPLETED}"][...]
+    done = _completed(url, storage_options)
     return int(np.count_nonzero(done)), int(done.size)
 
 
 def completed_blocks(url: str, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """Boolean array over the block grid: True where the block is stored."""
-    return _open_group(url, "r", storage_options)[f"{BOOKKEEPING}/{COMPLETED}"][...].astype(bool)
+    return _completed(url, storage_options).astype(bool)
 
 
 def check_compatible(url: str, plan: Plan, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -123,7 +114,7 @@ def check_compatible(url: str, plan: Plan, storage_options: Mapping[str, Any] | 
         raise StoreError(
             f"{url!r} holds sweep {attrs.get('sweep_name')!r} (hash {attrs['sweep_hash'][:12]}), "
             f"not this definition of {plan.sweep.name!r} (hash {plan.sweep.sha256[:12]}); "
-            "use another store or --overwrite"
+            "use another store or overwrite=True"
         )
     stored_chunks = json.loads(attrs.get("diffsweep_chunks", "null"))
     if stored_chunks != list(plan.chunks):
@@ -133,69 +124,18 @@ def check_compatible(url: str, plan: Plan, storage_options: Mapping[str, Any] | 
         )
 
 
-def coordinates(plan: Plan) -> dict[str, xr.DataArray]:
-    """Axis coordinates plus the derived ``cfl``/``step_size`` and ``time``."""
-    sweep = plan.sweep
-    coords: dict[str, xr.DataArray] = {}
-    for axis in sweep.axes:
-        values = np.array(axis.values, dtype=object) if isinstance(axis.values[0], str) else np.array(axis.values)
-        coords[axis.name] = xr.DataArray(values, dims=(axis.name,), attrs=COORDINATE_ATTRIBUTES[axis.name])
-
-    def model_coordinate(key: str) -> Any:
-        return coords[key] if key in coords else getattr(sweep.model, key)
-
-    dx = model_coordinate("length") / model_coordinate("cells")
-    coefficient = coords["coefficient"]
-    if sweep.step_axis == "cfl":
-        step_size = coords["cfl"] * dx**2 / coefficient
-        coords["step_size"] = step_size.assign_attrs(COORDINATE_ATTRIBUTES["step_size"])
-    else:
-        cfl = coefficient * coords["step_size"] * (1 / dx**2)
-        coords["cfl"] = cfl.assign_attrs(COORDINATE_ATTRIBUTES["cfl"])
-    time = coords["steps"] * coords["step_size"]
-    coords["time"] = time.assign_attrs(COORDINATE_ATTRIBUTES["time"])
-    for name in ("cfl", "step_size", "time"):
-        if name not in plan.axis_names:
-            coords[name] = coords[name].transpose(*(d for d in plan.axis_names if d in coords[name].dims))
-    return coords
-
-
 def template(plan: Plan) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
-    """The lazy (dask-backed) Dataset whose metadata is written before any block runs."""
+    """The lazy (dask-backed) Dataset of :attr:`Plan.layout <pipeline.planning.Plan.layout>`
+    whose metadata is written before any block runs, and its encoding."""
     import dask.array as da
 
-    sweep = plan.sweep
-    dims = plan.axis_names
-    chunks = plan.chunks
-    data_vars: dict[str, Any] = {}
-    encoding: dict[str, dict[str, Any]] = {}
-    for name in MEASURES:
-        data_vars[name] = (dims, da.full(plan.shape, np.nan, chunks=chunks), ATTRIBUTES[name])
-        encoding[name] = {"chunks": chunks}
-    data_vars["status"] = (
-        dims,
-        da.full(plan.shape, NOT_COMPUTED, dtype=np.int8, chunks=chunks),
-        {**ATTRIBUTES["status"], "flag_values": [0, 1, 2, 3], "missing_value_meaning": "-1 not computed"},
-    )
-    encoding["status"] = {"chunks": chunks, "fill_value": NOT_COMPUTED}
-    coords = coordinates(plan)
-    if sweep.output.fields != "none":
-        model = model_values(sweep)
-        grid = Grid(dims=model["dims"], cells=model["cells"], length=model["length"])
-        spatial = SPATIAL_DIMS[: grid.dims]
-        keep_steps = sweep.output.fields == "checkpoints"
-        field_dims = (*(dims if keep_steps else dims[:-1]), *spatial)
-        field_shape = (*(plan.shape if keep_steps else plan.shape[:-1]), *grid.shape)
-        field_chunks = (*(chunks if keep_steps else chunks[:-1]), *grid.shape)
-        data_vars["field"] = (
-            field_dims,
-            da.full(field_shape, np.nan, chunks=field_chunks),
-            {"long_name": "concentration", "units": "1"},
-        )
-        encoding["field"] = {"chunks": field_chunks}
-        for name in spatial:
-            coords[name] = xr.DataArray(grid.centres, dims=(name,), attrs=COORDINATE_ATTRIBUTES[name])
-    return xr.Dataset(data_vars, coords=coords), encoding
+    layout = plan.layout
+    data_vars = {
+        v.name: (v.dims, da.full(v.shape, v.fill_value, dtype=v.dtype, chunks=v.chunks), dict(v.attrs))
+        for v in layout.variables
+    }
+    encoding = {v.name: v.encoding for v in layout.variables}
+    return xr.Dataset(data_vars, coords=layout.coordinates()), encoding
 
 
 def provenance(plan: Plan) -> dict[str, Any]:
@@ -206,7 +146,7 @@ def provenance(plan: Plan) -> dict[str, Any]:
     import scipy
 
     sweep = plan.sweep
-    fixed = {key: value for key, value in model_values(sweep).items() if key not in plan.axis_names}
+    fixed = {key: value for key, value in asdict(sweep.model).items() if not sweep.is_swept(key)}
     return {
         "title": f"diffsweep results: {sweep.name}",
         "sweep_name": sweep.name,
@@ -289,13 +229,12 @@ class BlockWriter:
 
     def __call__(self, block: Block, dataset: xr.Dataset) -> None:
         group = _writer_group(self.url, json.dumps(dict(self.storage_options), sort_keys=True))
-        axes = dict(zip(dataset["status"].dims, block.slices, strict=True))
         for name, variable in dataset.data_vars.items():
-            array = group[name]
-            region = tuple(axes.get(dim, slice(None)) for dim in variable.dims)
-            check_aligned(name, region, array.chunks, array.shape)
+            array = _array(group, str(name))
+            region = block.region(tuple(map(str, variable.dims)))
+            check_aligned(str(name), region, array.chunks, array.shape)
             array[region] = variable.values
-        group[f"{BOOKKEEPING}/{COMPLETED}"][block.index] = 1
+        _array(group, f"{BOOKKEEPING}/{COMPLETED}")[block.index] = 1
 
 
 def check_aligned(
@@ -311,19 +250,13 @@ def check_aligned(
             )
 
 
-def open_results(url: str, storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """Open a results store lazily (plain ``xarray.open_zarr`` after checking it is ours)."""
-    read_attributes(url, storage_options)
-    return xr.open_zarr(url, storage_options=dict(storage_options) if storage_options else None)
-
-
 __all__ = [
     "BlockWriter",
     "check_compatible",
     "completion",
     "create",
     "exists",
-    "open_results",
+    "template",
     "read_attributes",
     "update_attributes",
 ]

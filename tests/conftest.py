@@ -37,15 +37,17 @@ def small_sweep(tmp_path: Path) -> Path:
 def compute_store(text: str, path: Path, *, blocks: int | None = None) -> str:
     """Run a sweep definition into a store in this process; only the first ``blocks``
     blocks when given (an incomplete store, as an interrupted run leaves it)."""
-    from pipeline import execute, graph, store
+    from pipeline import runner, store
+    from pipeline.executors import InProcessExecutor
+    from pipeline.planning import plan as make_plan
     from pipeline.sweep import parse_sweep
 
-    plan = graph.plan(parse_sweep(text), parallelism=1)
+    plan = make_plan(parse_sweep(text), parallelism=1)
     if blocks is None:
-        execute.run_sweep(plan, str(path))
+        runner.run_sweep(plan, str(path), executor=InProcessExecutor())
     else:
-        todo = execute.prepare_store(str(path), plan)
-        graph.execute_in_process(plan, todo[:blocks], store.BlockWriter(str(path)))
+        todo = runner.prepare_store(str(path), plan)
+        InProcessExecutor().execute(plan, todo[:blocks], store.BlockWriter(str(path)))
     return str(path)
 
 

@@ -1,5 +1,5 @@
-"""The package is layered (DESIGN.md): each layer imports only the layers below it
-(and modules of its own layer)."""
+"""The package is layered (docs/architecture.md): each layer imports only the layers below
+it (and modules of its own layer)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ LAYERS = {
     "pipeline.numerics": 1,
     "pipeline.diagnostics": 2,
     "pipeline.sweep": 3,
-    "pipeline.graph": 4,
+    "pipeline.layout": 4,
+    "pipeline.planning": 4,
+    "pipeline.compute": 4,
+    "pipeline.executors": 4,
     "pipeline.store": 5,
-    "pipeline.execute": 5,
+    "pipeline.runner": 5,
     "pipeline.maps": 6,
     "pipeline.plotting": 6,
     "pipeline.report": 6,
@@ -71,7 +74,7 @@ def imported_pipeline_modules(name: str, path: Path) -> set[str]:
 def test_each_module_imports_only_lower_layers(name: str, path: Path) -> None:
     own = layer_of(name)
     for module in imported_pipeline_modules(name, path):
-        # modules of one layer (store/execute, maps/plotting/report, cli/*) may share code
+        # modules of one layer (planning/layout/compute/executors, store/runner, maps/plotting/report, cli/*) may share code
         assert layer_of(module) <= own, f"{name} (layer {own}) imports {module} (layer {layer_of(module)})"
 
 

@@ -1,6 +1,6 @@
 """Stability maps and recommendations against theory, on results computed by the real pipeline.
 
-Every store here is made by ``pipeline.execute.run_sweep`` (in process) from a sweep
+Every store here is made by ``pipeline.runner.run_sweep`` (in process) from a sweep
 definition, so the numbers come from the real kernels and the real classification.
 """
 

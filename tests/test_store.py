@@ -1,4 +1,4 @@
-"""The results store (pipeline.store, pipeline.execute) on real zarr stores."""
+"""The results store (pipeline.store, pipeline.runner) on real zarr stores."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import pytest
 import xarray as xr
 from conftest import SMALL_SWEEP, tree_digest
 
-from pipeline import execute, graph, store
+from pipeline import runner, store
+from pipeline.compute import compute_block
+from pipeline.executors import InProcessExecutor
+from pipeline.planning import Block, Plan
+from pipeline.planning import plan as make_plan
 from pipeline.errors import StoreError
 from pipeline.sweep import parse_sweep
 
 
 @pytest.fixture
-def plan() -> graph.Plan:
-    return graph.plan(parse_sweep(SMALL_SWEEP))
+def plan() -> Plan:
+    return make_plan(parse_sweep(SMALL_SWEEP))
 
 
 def test_template_has_the_documented_layout_and_nothing_computed(tmp_path, plan) -> None:
@@ -36,7 +40,7 @@ def test_template_has_the_documented_layout_and_nothing_computed(tmp_path, plan)
 
 def test_run_fills_every_block_and_derived_coordinates_are_exact(tmp_path, plan) -> None:
     url = str(tmp_path / "r.zarr")
-    summary = execute.run_sweep(plan, url)
+    summary = runner.run_sweep(plan, url)
     assert summary.blocks_computed == 6 and store.completion(url) == (6, 6)
     ds = xr.open_zarr(url).load()
     assert (ds.status >= 0).all()
@@ -53,21 +57,21 @@ def test_run_fills_every_block_and_derived_coordinates_are_exact(tmp_path, plan)
 def test_misaligned_region_is_refused_naming_region_and_chunks(tmp_path, plan) -> None:
     url = str(tmp_path / "m.zarr")
     store.create(url, plan)
-    shifted = graph.Block(index=(0, 0), slices=(slice(1, 3), slice(0, 4), slice(0, 3)))
-    dataset = graph.compute_block(plan, plan.block((0, 0)))
+    shifted = Block(index=(0, 0), slices=(slice(1, 3), slice(0, 4), slice(0, 3)), dims=plan.axis_names)
+    dataset = compute_block(plan, plan.block((0, 0)))
     with pytest.raises(StoreError, match=r"region \[\(1, 3\).*not aligned with its zarr chunks \(2, 4, 3\)"):
         store.BlockWriter(url)(shifted, dataset)
 
 
 def test_existing_store_is_refused_without_flags_and_left_untouched(tmp_path, plan) -> None:
     url = tmp_path / "e.zarr"
-    execute.run_sweep(plan, str(url))
+    runner.run_sweep(plan, str(url))
     before = tree_digest(url)
-    with pytest.raises(StoreError, match="already exists; pass --resume"):
-        execute.run_sweep(plan, str(url))
-    other = graph.plan(parse_sweep(SMALL_SWEEP.replace("num: 8", "num: 9")))
+    with pytest.raises(StoreError, match="already exists; pass resume=True"):
+        runner.run_sweep(plan, str(url))
+    other = make_plan(parse_sweep(SMALL_SWEEP.replace("num: 8", "num: 9")))
     with pytest.raises(StoreError, match=r"holds sweep 'small' .* not this definition"):
-        execute.run_sweep(other, str(url), resume=True)
+        runner.run_sweep(other, str(url), resume=True)
     assert tree_digest(url) == before
 
 
@@ -76,25 +80,25 @@ def test_overwrite_refuses_a_directory_that_is_not_a_diffsweep_store(tmp_path, p
     precious.mkdir()
     (precious / "chapter1.tex").write_text("years of work")
     with pytest.raises(StoreError, match=r"not a zarr store|not a diffsweep results store"):
-        execute.run_sweep(plan, str(precious), overwrite=True)
+        runner.run_sweep(plan, str(precious), overwrite=True)
     assert (precious / "chapter1.tex").read_text() == "years of work"
 
 
 def test_resume_computes_only_missing_blocks_and_matches_a_clean_run(tmp_path, plan) -> None:
     clean, partial = str(tmp_path / "clean.zarr"), str(tmp_path / "partial.zarr")
-    execute.run_sweep(plan, clean)
-    todo = execute.prepare_store(partial, plan)
+    runner.run_sweep(plan, clean)
+    todo = runner.prepare_store(partial, plan)
     sink = store.BlockWriter(partial)
-    graph.execute_in_process(plan, todo[:4], sink)
+    InProcessExecutor().execute(plan, todo[:4], sink)
     assert store.completion(partial) == (4, 6)
-    summary = execute.run_sweep(plan, partial, resume=True)
+    summary = runner.run_sweep(plan, partial, resume=True)
     assert (summary.blocks_computed, summary.blocks_skipped) == (2, 4)
     xr.testing.assert_identical(xr.open_zarr(clean).load().drop_attrs(), xr.open_zarr(partial).load().drop_attrs())
 
 
 def test_fsspec_memory_url(plan) -> None:
     url = "memory://diffsweep-test/m.zarr"
-    execute.run_sweep(plan, url)
+    runner.run_sweep(plan, url)
     assert store.completion(url) == (6, 6)
     ds = xr.open_zarr(url)
     assert int((ds.status >= 0).sum()) == 6 * 8 * 3

@@ -386,7 +386,7 @@ def test_memory_limit_option():
 
 
 def test_without_chunks_only_a_single_run_is_checked():
-    # graph chooses the blocks when none are given; a big sweep of small runs is fine
+    # planning chooses the blocks when none are given; a big sweep of small runs is fine
     text = minimal(**{"  coefficient": "  coefficient: {geomspace: [1.0e-3, 1.0], num: 100000}"})
     assert parse_sweep(text).n_runs == 200_000
 

@@ -10,14 +10,6 @@ from pipeline.cli.cluster_options import cluster_kind_option
 from pipeline.cli.options import debug_option, memory_limit_option, sweep_argument
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _duration(core_seconds: float, workers: int | None) -> str:
     import os
 
@@ -43,11 +35,13 @@ def plan(sweep_file: str, workers: int | None, as_json: bool, cluster: str | Non
     With --cluster KIND it also prints the batch script `diffsweep run --cluster KIND`
     would submit for each worker job (from your jobqueue.yaml / dask config).
     """
-    from pipeline import graph
+    from dask.utils import format_bytes
+
+    from pipeline.planning import plan as make_plan
     from pipeline.sweep import load_sweep
 
     sweep = load_sweep(sweep_file, memory_limit=memory_limit)
-    summary = graph.plan(sweep, parallelism=workers).summary()
+    summary = make_plan(sweep, parallelism=workers).summary()
     if cluster is not None:
         from pipeline.cluster import job_script
 
@@ -65,8 +59,8 @@ def plan(sweep_file: str, workers: int | None, as_json: bool, cluster: str | Non
         ("blocks / tasks", f"{summary['blocks']:,} tasks of up to {summary['runs_per_task']:,} runs"),
         ("cell updates", f"{summary['cell_updates']:.3g}"),
         ("compute (estimate)", _duration(summary["estimated_core_seconds"], workers)),
-        ("memory per task", _bytes(summary["memory_per_task_bytes"])),
-        ("store size", f"{_bytes(summary['store_bytes'])} uncompressed"),
+        ("memory per task", format_bytes(summary["memory_per_task_bytes"])),
+        ("store size", f"{format_bytes(summary['store_bytes'])} uncompressed"),
         ("unstable (theory)", f"{summary['unstable_fraction']:.1%} of runs above the von Neumann bound"),
     ]
     width = max(len(label) for label, _ in rows)

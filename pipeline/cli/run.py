@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -61,7 +63,8 @@ def run(
     from tqdm.auto import tqdm
 
     from pipeline import cluster as clusters
-    from pipeline import execute
+    from pipeline import runner
+    from pipeline.executors import DaskExecutor, Executor, InProcessExecutor
     from pipeline.sweep import load_sweep
 
     if verbose:
@@ -69,39 +72,57 @@ def run(
     sweep = load_sweep(sweep_file, memory_limit=memory_limit)
     url = clusters.absolute_store_path(store)
     storage_options = storage_options_from(cluster)
-    execute.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options)
+    with _flag_wording():
+        runner.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options)
 
     if progress is None:
         progress = sys.stderr.isatty()
 
-    def execute_with(client: object, parallelism: int) -> execute.RunSummary:
-        plan = execute.plan_for_store(
-            sweep, url, parallelism=parallelism, resume=resume, storage_options=storage_options
+    def execute_with(executor: Executor) -> runner.RunSummary:
+        plan = runner.plan_for_store(
+            sweep, url, parallelism=executor.parallelism, resume=resume, storage_options=storage_options
         )
         log.info(
             "plan: %d runs in %d blocks of up to %d runs", plan.n_runs, plan.n_blocks,
-            plan.summary()["runs_per_task"],
+            plan.runs_per_task,
         )
         bar = tqdm(total=0, unit="block", disable=not progress, file=sys.stderr, desc=sweep.name)
 
-        def advance(summary: dict) -> None:
-            bar.update(1)
-
         try:
-            return execute.run_sweep(
-                plan, url, client=client, resume=resume, overwrite=overwrite,
-                storage_options=storage_options, progress=advance,
-                on_start=lambda n: bar.reset(total=n),
-            )
+            with _flag_wording():
+                return runner.run_sweep(
+                    plan, url, executor=executor, resume=resume, overwrite=overwrite,
+                    storage_options=storage_options, progress=lambda _: bar.update(1),
+                    on_start=lambda n: bar.reset(total=n),
+                )
         finally:
             bar.close()
 
     if in_process:
-        summary = execute_with(None, 1)
+        summary = execute_with(InProcessExecutor())
     else:
         with client_from_options(**cluster) as client:
             click.echo(clusters.describe(client), err=True)
             clusters.check_store_writable(client, url, storage_options)
-            workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
-            summary = execute_with(client, workers)
+            summary = execute_with(DaskExecutor(client))
     click.echo(summary.text())
+
+
+#: how the library's refusals name run_sweep's arguments, and the flags that set them
+ARGUMENT_FLAGS = {"resume=True": "--resume", "overwrite=True": "--overwrite"}
+
+
+@contextmanager
+def _flag_wording() -> Iterator[None]:
+    """Reword the store refusals of :mod:`pipeline.runner`, which name arguments, with flags."""
+    from pipeline.errors import StoreError
+
+    try:
+        yield
+    except StoreError as error:
+        message = str(error)
+        for argument, flag in ARGUMENT_FLAGS.items():
+            message = message.replace(argument, flag)
+        if message == str(error):
+            raise
+        raise type(error)(message) from None

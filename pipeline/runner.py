@@ -1,8 +1,9 @@
-"""Run a planned sweep into a store: refuse bad stores, write the template, run blocks, record.
+"""Run a plan into a store: refuse bad stores, write the template, run the blocks, record.
 
 This is the library behind ``diffsweep run`` (part of the store layer: it owns the
-resume bookkeeping). Every check that can refuse the command happens before anything
-is written, so a refused command never touches an existing store.
+resume bookkeeping). Every check that can refuse the run happens before anything is
+written, so a refused run never touches an existing store. Errors speak of this
+module's arguments (``resume``, ``overwrite``); the command line words them as flags.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import graph, store
+from pipeline import planning, store
+from pipeline.compute import BlockSummary, Progress
 from pipeline.diagnostics import STATUS_NAMES
-from pipeline.errors import StoreError
-from pipeline.graph import Block, Plan, execute_in_process, execute_on_dask
+from pipeline.errors import StoreError, StoreExistsError
+from pipeline.executors import Executor, InProcessExecutor
+from pipeline.planning import Block, Plan
 from pipeline.sweep import Sweep
 
 log = logging.getLogger(__name__)
@@ -63,13 +66,22 @@ def preflight(
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Refuse, without writing anything, what :func:`prepare_store` would refuse."""
+    """Refuse, without writing anything, what :func:`prepare_store` would refuse.
+
+    Raises
+    ------
+    StoreError
+        ``resume`` and ``overwrite`` are both set, or something that is not a
+        diffsweep store is at ``url`` (``resume`` or ``overwrite``).
+    StoreExistsError
+        Something is at ``url`` and neither ``resume`` nor ``overwrite`` is set.
+    """
     if resume and overwrite:
-        raise StoreError("--resume and --overwrite contradict each other; choose one")
+        raise StoreError("resume=True and overwrite=True contradict each other; choose one")
     if not store.exists(url, storage_options):
         return
     if not (resume or overwrite):
-        raise StoreError(f"{url!r} already exists; pass --resume to complete it or --overwrite to replace it")
+        raise StoreExistsError(f"{url!r} already exists; pass resume=True to complete it or overwrite=True to replace it")
     store.read_attributes(url, storage_options)  # only ever resume or replace a diffsweep store
 
 
@@ -87,7 +99,7 @@ def plan_for_store(
         if attrs.get("sweep_hash") == sweep.sha256 and "diffsweep_chunks" in attrs:
             chunks = tuple(json.loads(attrs["diffsweep_chunks"]))
             return Plan(sweep=sweep, chunks=chunks, parallelism=parallelism or 1)
-    return graph.plan(sweep, parallelism=parallelism)
+    return planning.plan(sweep, parallelism=parallelism)
 
 
 def prepare_store(
@@ -98,7 +110,7 @@ def prepare_store(
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> list[Block]:
-    """Check the store against the flags, create it if needed, and return the blocks to compute.
+    """Check the store against ``resume``/``overwrite``, create it if needed, and return the blocks to compute.
 
     Raises
     ------
@@ -124,11 +136,11 @@ def run_sweep(
     plan: Plan,
     url: str,
     *,
-    client: Any = None,
+    executor: Executor | None = None,
     resume: bool = False,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Compute every block of ``plan`` not yet in the store at ``url``.
@@ -136,11 +148,12 @@ def run_sweep(
     Parameters
     ----------
     plan
-        The plan to execute (see :func:`pipeline.graph.plan`).
+        The plan to execute (see :func:`pipeline.planning.plan`).
     url
         Store path or fsspec URL.
-    client
-        A ``distributed.Client``; ``None`` runs the blocks in this process.
+    executor
+        Runs the blocks: :class:`~pipeline.executors.DaskExecutor` on a cluster, or
+        :class:`~pipeline.executors.InProcessExecutor` (the default) in this process.
     resume, overwrite
         What to do when the store exists (neither: refuse).
     progress
@@ -154,10 +167,8 @@ def run_sweep(
     if on_start is not None:
         on_start(len(todo))
     sink = store.BlockWriter(url, dict(storage_options or {}))
-    if client is None:
-        summaries = execute_in_process(plan, todo, sink, progress=progress)
-    else:
-        summaries = execute_on_dask(client, plan, todo, sink, progress=progress)
+    executor = InProcessExecutor() if executor is None else executor
+    summaries: list[BlockSummary] = executor.execute(plan, todo, sink, progress=progress)
     seconds = time.perf_counter() - started
     counts = np.sum([s["status_counts"] for s in summaries], axis=0) if summaries else np.zeros(4, int)
     summary = RunSummary(

@@ -1,4 +1,4 @@
-"""Block planning and block computation (pipeline.graph)."""
+"""Block planning and block computation (pipeline.planning, pipeline.compute)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,24 @@ import numpy as np
 import pytest
 from conftest import SMALL_SWEEP
 
-from pipeline import graph
+from pipeline import planning
+from pipeline.compute import compute_block
 from pipeline.numerics import Grid, discrete_solution, initial_condition
 from pipeline.sweep import parse_sweep
 
 
 def test_keys_are_identical_across_builds_and_change_with_the_sweep() -> None:
-    first = graph.plan(parse_sweep(SMALL_SWEEP), parallelism=2)
-    second = graph.plan(parse_sweep("# a comment changes nothing\n" + SMALL_SWEEP), parallelism=2)
+    first = planning.plan(parse_sweep(SMALL_SWEEP), parallelism=2)
+    second = planning.plan(parse_sweep("# a comment changes nothing\n" + SMALL_SWEEP), parallelism=2)
     keys = [first.key(b) for b in first.blocks()]
     assert keys == [second.key(b) for b in second.blocks()]
     assert len(set(keys)) == len(keys) == first.n_blocks == 6
-    other = graph.plan(parse_sweep(SMALL_SWEEP.replace("num: 6", "num: 5")), parallelism=2)
+    other = planning.plan(parse_sweep(SMALL_SWEEP.replace("num: 6", "num: 5")), parallelism=2)
     assert not set(keys) & {other.key(b) for b in other.blocks()}
 
 
 def test_explicit_chunks_tile_the_grid_exactly_once() -> None:
-    plan = graph.plan(parse_sweep(SMALL_SWEEP))
+    plan = planning.plan(parse_sweep(SMALL_SWEEP))
     assert plan.chunks == (2, 4, 3)  # steps is never chunked
     seen = np.zeros(plan.shape, dtype=int)
     for block in plan.blocks():
@@ -42,19 +43,19 @@ sweep:
   cfl: {linspace: [0.05, 0.6], num: 50}
   steps: [10, 100, 1000]
 """
-    plan = graph.plan(parse_sweep(text), parallelism=2)
+    plan = planning.plan(parse_sweep(text), parallelism=2)
     assert plan.axis_names == ("dims", "coefficient", "cfl", "steps")
     assert plan.chunks[0] == 1 and plan.chunks[-1] == 3
-    assert plan.memory_per_task <= graph.MAX_BLOCK_BYTES
+    assert plan.memory_per_task <= planning.MAX_BLOCK_BYTES
     assert plan.n_blocks >= 4 * 2  # enough blocks to balance two workers
     # the largest (3-D) block still takes long enough that 2 ms of scheduling is < 5 %
     runs = plan.chunks[1] * plan.chunks[2]
-    model = graph.model_values(plan.sweep, {"dims": 3})
-    assert runs * graph.seconds_per_run(plan.sweep, model) >= 0.002 / 0.05
+    model = plan.sweep.run_model({"dims": 3})
+    assert runs * planning.seconds_per_run(plan.sweep, model) >= 0.002 / 0.05
 
 
 def test_unstable_fraction_is_the_share_of_runs_above_the_von_neumann_bound() -> None:
-    plan = graph.plan(parse_sweep(SMALL_SWEEP))
+    plan = planning.plan(parse_sweep(SMALL_SWEEP))
     dx = 1.0 / 32
     coefficient = np.geomspace(0.01, 1.0, 6)[:, None]
     step_size = np.linspace(1e-5, 1.2e-3, 8)[None, :]
@@ -67,9 +68,9 @@ def test_block_fields_are_the_exact_discrete_solution_of_their_own_runs() -> Non
     """Each (coefficient, step size) lands at its own coordinates: checked against the
     spectral solution of that single run, so a transposed or shuffled batch fails."""
     sweep = parse_sweep(SMALL_SWEEP)
-    plan = graph.plan(sweep)
+    plan = planning.plan(sweep)
     block = plan.block((1, 1))
-    dataset = graph.compute_block(plan, block)
+    dataset = compute_block(plan, block)
     grid = Grid(dims=1, cells=32, length=1.0)
     u0 = initial_condition("step", grid)
     for i, j in itertools.product(range(2), range(4)):

@@ -1,0 +1,90 @@
+"""Computing one block: integrate and measure its runs, hand the Dataset to a sink.
+
+A *sink* is a picklable callable that receives each finished block and its Dataset
+(the store layer's :class:`~pipeline.store.BlockWriter`). This module knows nothing of
+zarr or of dask; results never travel back to the caller, only a small
+:class:`BlockSummary` per block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypedDict
+
+import numpy as np
+import xarray as xr
+
+from pipeline.diagnostics import STATUS_NAMES, measure_trajectory
+from pipeline.layout import step_size_from_cfl
+from pipeline.numerics import initial_condition
+from pipeline.planning import Block, Plan
+
+__all__ = ["BlockSummary", "Progress", "Sink", "compute_block", "run_block"]
+
+#: receives each computed block and its Dataset (the store's writer)
+Sink = Callable[[Block, xr.Dataset], Any]
+
+
+class BlockSummary(TypedDict):
+    """What a task reports about its block (never the data)."""
+
+    index: tuple[int, ...]
+    runs: int
+    status_counts: list[int]
+    compute_seconds: float
+    write_seconds: float
+
+
+#: called with each block's summary as the block completes
+Progress = Callable[[BlockSummary], None]
+
+
+def compute_block(plan: Plan, block: Block) -> xr.Dataset:
+    """Integrate and measure every run of ``block``; the result has the layout's variables."""
+    sweep = plan.sweep
+    model = plan.run_model(block)
+    grid = model.grid
+    coords = plan.layout.axis_coordinates(block)
+    coefficient, step = np.meshgrid(
+        coords["coefficient"].astype(float), coords[sweep.step_axis].astype(float), indexing="ij"
+    )
+    step_size = step_size_from_cfl(coefficient, step, grid.dx) if sweep.step_axis == "cfl" else step
+    measured = measure_trajectory(
+        model.scheme,
+        model.boundary,
+        grid,
+        initial_condition(model.initial, grid, seed=model.seed),
+        coefficient.ravel(),
+        step_size.ravel(),
+        list(sweep.checkpoints),
+        tolerance=sweep.criteria.tolerance,
+        divergence=sweep.criteria.divergence,
+        keep_fields=sweep.output.fields,
+    )
+    return plan.layout.block_dataset(block, measured)
+
+
+def run_block(plan: Plan, block: Block, sink: Sink, threads: int | None = None) -> BlockSummary:
+    """Compute one block, hand it to ``sink``, and return a small summary (never the data).
+
+    ``threads`` caps numba's threads in this process (one per task on a dask worker).
+    """
+    if threads is not None:
+        import numba
+
+        most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import, untyped
+        numba.set_num_threads(max(1, min(threads, most)))
+    start = time.perf_counter()
+    dataset = compute_block(plan, block)
+    computed = time.perf_counter()
+    sink(block, dataset)
+    finished = time.perf_counter()
+    counts = np.bincount(dataset["status"].values.ravel().astype(np.int64), minlength=len(STATUS_NAMES))
+    return {
+        "index": block.index,
+        "runs": block.n_runs,
+        "status_counts": counts.tolist(),
+        "compute_seconds": computed - start,
+        "write_seconds": finished - computed,
+    }

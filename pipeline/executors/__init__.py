@@ -1,0 +1,34 @@
+"""Executors: how the blocks of a plan are run, behind one small protocol.
+
+An executor takes the blocks to compute and a sink, runs
+:func:`pipeline.compute.run_block` on each block, and returns the blocks' summaries.
+:class:`InProcessExecutor` runs them one after another in this process (tests,
+debugging, ``diffsweep run --in-process``); :class:`DaskExecutor` submits one task per
+block to a ``distributed.Client``. Whoever runs a plan picks one explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from pipeline.compute import BlockSummary, Progress, Sink
+from pipeline.executors.dask import DaskExecutor
+from pipeline.executors.in_process import InProcessExecutor
+from pipeline.planning import Block, Plan
+
+__all__ = ["DaskExecutor", "Executor", "InProcessExecutor"]
+
+class Executor(Protocol):
+    """Runs the blocks of a plan into a sink."""
+
+    @property
+    def parallelism(self) -> int:
+        """How many blocks run at once (the plan sizes its blocks for this many workers)."""
+        ...
+
+    def execute(
+        self, plan: Plan, blocks: Iterable[Block], sink: Sink, *, progress: Progress | None = None
+    ) -> list[BlockSummary]:
+        """Compute every block of ``blocks`` into ``sink``; one summary per block, in completion order."""
+        ...

@@ -1,0 +1,311 @@
+"""The layout of a results store, decided once: dimensions, coordinates and variables.
+
+A :class:`ResultLayout` is built from a plan (:attr:`pipeline.planning.Plan.layout`)
+before anything runs. It says, for the whole store:
+
+* the dimensions and their sizes: the sweep axes in order (``steps`` last), then
+  ``x``/``y``/``z`` when fields are stored;
+* the coordinates: every axis (string axes as object arrays), the derived ``cfl`` (or
+  ``step_size`` when the sweep is given in CFL numbers), ``time = steps * step_size``,
+  and the cell centres of stored fields; with their dimensions and attributes;
+* every variable: its dimensions, shape, zarr chunks, dtype, fill value, encoding and
+  attributes.
+
+The store's template (:func:`pipeline.store.template`), the Dataset of each computed
+block (:meth:`ResultLayout.block_dataset`) and the writer's regions
+(:meth:`pipeline.planning.Block.region`) all read from it, so a block always matches
+the template it is written into. A new variable is one more entry in
+:meth:`ResultLayout.from_plan`; its dimensions may be any of the axes (a per-run
+variable leaves out ``steps``).
+
+Examples
+--------
+>>> from pipeline.planning import plan
+>>> from pipeline.sweep import parse_sweep
+>>> sweep = parse_sweep('''
+... name: tiny
+... model: {cells: 16}
+... sweep:
+...   coefficient: [0.5, 1.0]
+...   cfl: [0.25, 0.5, 0.75]
+...   steps: [10, 100]
+... output: {fields: final}
+... ''')
+>>> layout = plan(sweep, parallelism=1).layout
+>>> layout.sizes
+{'coefficient': 2, 'cfl': 3, 'steps': 2, 'x': 16}
+>>> layout.variable("field").dims
+('coefficient', 'cfl', 'x')
+>>> status = layout.variable("status")
+>>> status.dtype, status.fill_value, status.chunks
+('int8', -1, (2, 3, 2))
+>>> layout.coordinate("step_size").dims
+('coefficient', 'cfl')
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from pipeline.diagnostics import ATTRIBUTES, MEASURES, NOT_COMPUTED, STATUS_NAMES
+from pipeline.sweep import RunModel, Sweep
+
+if TYPE_CHECKING:
+    from pipeline.planning import Block, Plan
+
+__all__ = [
+    "COORDINATE_ATTRIBUTES",
+    "SPATIAL_DIMS",
+    "CoordinateLayout",
+    "ResultLayout",
+    "VariableLayout",
+    "cfl_number",
+    "step_size_from_cfl",
+]
+
+#: dimensions of a stored field, in order; a d-dimensional run uses the first d
+SPATIAL_DIMS = ("x", "y", "z")
+
+COORDINATE_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "coefficient": {"long_name": "diffusion coefficient D", "units": "length^2 / time"},
+    "step_size": {"long_name": "time step", "units": "time"},
+    "cfl": {"long_name": "CFL number r = D dt / dx^2", "units": "1"},
+    "steps": {"long_name": "number of time steps", "units": "1"},
+    "time": {"long_name": "simulated time = steps * step_size", "units": "time"},
+    "scheme": {"long_name": "time-stepping scheme", "units": "1"},
+    "dims": {"long_name": "number of spatial dimensions", "units": "1"},
+    "cells": {"long_name": "cells per dimension", "units": "1"},
+    "length": {"long_name": "edge length of the domain", "units": "length"},
+    "boundary": {"long_name": "boundary condition", "units": "1"},
+    "initial": {"long_name": "initial condition", "units": "1"},
+    "seed": {"long_name": "random seed of the initial condition", "units": "1"},
+    "x": {"long_name": "cell centre, first dimension", "units": "length"},
+    "y": {"long_name": "cell centre, second dimension", "units": "length"},
+    "z": {"long_name": "cell centre, third dimension", "units": "length"},
+}
+
+STATUS_ATTRIBUTES: dict[str, Any] = {
+    **ATTRIBUTES["status"],
+    "flag_values": list(range(len(STATUS_NAMES))),
+    "missing_value_meaning": f"{NOT_COMPUTED} not computed",
+}
+FIELD_ATTRIBUTES: dict[str, str] = {"long_name": "concentration", "units": "1"}
+
+#: model keys the cell width ``dx = length / cells`` depends on
+_CELL_WIDTH_KEYS = ("cells", "length")
+
+
+def cfl_number(coefficient: Any, step_size: Any, dx: Any) -> Any:
+    """The CFL number ``r = D dt / dx**2`` (numpy arrays or DataArrays broadcast)."""
+    return coefficient * step_size / dx**2
+
+
+def step_size_from_cfl(coefficient: Any, cfl: Any, dx: Any) -> Any:
+    """The time step ``dt = r dx**2 / D`` of a CFL number (inverse of :func:`cfl_number`)."""
+    return cfl * dx**2 / coefficient
+
+
+@dataclass(frozen=True)
+class VariableLayout:
+    """One data variable of the store.
+
+    Attributes
+    ----------
+    name
+        Variable name in the store.
+    dims
+        Its dimensions: any sweep axes (in axis order), then spatial dimensions.
+    shape, chunks
+        Size and zarr chunk size along each dimension; along an axis the chunk is the
+        plan's block size, along a spatial dimension the whole field.
+    dtype
+        Numpy dtype name.
+    fill_value
+        What the template holds before a block is written (NaN, or a flag value).
+    attrs
+        CF attributes (``long_name``, ``units``, flags).
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    fill_value: float | int
+    attrs: Mapping[str, Any]
+
+    @property
+    def encoding(self) -> dict[str, Any]:
+        """xarray's ``to_zarr`` encoding: the chunks, and the fill value of integer data
+        (floating-point data keeps xarray's NaN)."""
+        encoding: dict[str, Any] = {"chunks": self.chunks}
+        if np.issubdtype(np.dtype(self.dtype), np.integer):
+            encoding["fill_value"] = self.fill_value
+        return encoding
+
+    @property
+    def nbytes(self) -> int:
+        """Uncompressed size of the whole variable."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class CoordinateLayout:
+    """One coordinate of the store (its values come from :meth:`ResultLayout.coordinates`)."""
+
+    name: str
+    dims: tuple[str, ...]
+    attrs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResultLayout:
+    """Dimensions, coordinates and variables of a results store; built once per plan.
+
+    Attributes
+    ----------
+    sweep
+        The sweep the store holds.
+    sizes
+        Every dimension and its size, axes first (``steps`` last among them), then
+        the spatial dimensions of stored fields.
+    variables
+        The data variables, in store order.
+    coordinates_layout
+        The coordinates: axes, derived ``cfl``/``step_size`` and ``time``, cell centres.
+    """
+
+    sweep: Sweep
+    sizes: Mapping[str, int]
+    variables: tuple[VariableLayout, ...]
+    coordinates_layout: tuple[CoordinateLayout, ...]
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> ResultLayout:
+        """The layout of the store ``plan`` writes, its blocks being the zarr chunks."""
+        sweep = plan.sweep
+        axes = sweep.axis_names
+        spatial: tuple[str, ...] = ()
+        if sweep.output.fields != "none":  # the parser refuses fields when dims or cells is swept
+            spatial = SPATIAL_DIMS[: sweep.dims_max]
+        sizes = {**dict(zip(axes, sweep.shape, strict=True)), **{name: sweep.cells_max for name in spatial}}
+        chunks = {**dict(zip(axes, plan.chunks, strict=True)), **{name: sizes[name] for name in spatial}}
+
+        def variable(name: str, dims: tuple[str, ...], dtype: str, fill_value: float | int, attrs: Mapping[str, Any]) -> VariableLayout:
+            return VariableLayout(
+                name, dims, tuple(sizes[d] for d in dims), tuple(chunks[d] for d in dims), dtype, fill_value, attrs
+            )
+
+        variables = [variable(name, axes, "float64", math.nan, ATTRIBUTES[name]) for name in MEASURES]
+        variables.append(variable("status", axes, "int8", NOT_COMPUTED, STATUS_ATTRIBUTES))
+        if spatial:
+            kept_steps = axes if sweep.output.fields == "checkpoints" else axes[:-1]
+            variables.append(variable("field", (*kept_steps, *spatial), "float64", math.nan, FIELD_ATTRIBUTES))
+
+        # derived coordinates: the step axis not swept, over the axes it depends on
+        step_dims = tuple(
+            name for name in axes if name in {*_CELL_WIDTH_KEYS, "coefficient", sweep.step_axis}
+        )
+        derived = "step_size" if sweep.step_axis == "cfl" else "cfl"
+        size_dims = step_dims if derived == "step_size" else (sweep.step_axis,)
+        coordinates = [CoordinateLayout(name, (name,), COORDINATE_ATTRIBUTES[name]) for name in axes]
+        coordinates.append(CoordinateLayout(derived, step_dims, COORDINATE_ATTRIBUTES[derived]))
+        time_dims = tuple(name for name in axes if name in {*size_dims, "steps"})
+        coordinates.append(CoordinateLayout("time", time_dims, COORDINATE_ATTRIBUTES["time"]))
+        length = ("length",) if sweep.is_swept("length") else ()
+        coordinates += [CoordinateLayout(name, (*length, name), COORDINATE_ATTRIBUTES[name]) for name in spatial]
+        return cls(sweep, sizes, tuple(variables), tuple(coordinates))
+
+    # -- looking things up --------------------------------------------------------------
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """The sweep axes, in dimension order."""
+        return self.sweep.axis_names
+
+    def variable(self, name: str) -> VariableLayout:
+        """The layout of variable ``name``; ``KeyError`` naming the variables if none."""
+        for variable in self.variables:
+            if variable.name == name:
+                return variable
+        raise KeyError(f"no variable {name!r} (variables: {', '.join(v.name for v in self.variables)})")
+
+    def coordinate(self, name: str) -> CoordinateLayout:
+        """The layout of coordinate ``name``; ``KeyError`` naming the coordinates if none."""
+        for coordinate in self.coordinates_layout:
+            if coordinate.name == name:
+                return coordinate
+        raise KeyError(f"no coordinate {name!r} (coordinates: {', '.join(c.name for c in self.coordinates_layout)})")
+
+    @property
+    def spatial_dims(self) -> tuple[str, ...]:
+        """The dimensions of stored fields (none when fields are not stored)."""
+        return tuple(name for name in self.sizes if name in SPATIAL_DIMS)
+
+    @property
+    def nbytes(self) -> int:
+        """Uncompressed size of the data variables (coordinates are not counted)."""
+        return sum(variable.nbytes for variable in self.variables)
+
+    # -- values -------------------------------------------------------------------------
+    def axis_values(self, name: str) -> np.ndarray:
+        """The values of axis ``name``; strings as an object array (zarr's variable-length strings)."""
+        values = self.sweep.axis(name).values
+        return np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values)
+
+    def axis_coordinates(self, block: Block) -> dict[str, np.ndarray]:
+        """The axis values of one block."""
+        return {name: self.axis_values(name)[s] for name, s in zip(block.dims, block.slices, strict=True)}
+
+    def _over_models(self, keys: tuple[str, ...], function: Callable[[RunModel], Any], dims: tuple[str, ...] = ()) -> xr.DataArray:
+        """``function(model)`` over every value of the swept ``keys`` (a scalar when none is swept)."""
+        swept = tuple(name for name in self.axis_names if name in keys)
+        base = self.sweep.run_model({key: self.sweep.axis(key).values[0] for key in self.sweep.swept_model_keys}).as_dict()
+        values = [
+            function(RunModel.from_mapping({**base, **dict(zip(swept, combination, strict=True))}))
+            for combination in itertools.product(*(self.sweep.axis(name).values for name in swept))
+        ]
+        shape = tuple(self.sizes[name] for name in swept)
+        return xr.DataArray(np.reshape(values, (*shape, *np.shape(values[0]))), dims=(*swept, *dims))
+
+    def coordinates(self) -> dict[str, xr.DataArray]:
+        """Every coordinate of the store, with its attributes, for the whole grid."""
+        sweep = self.sweep
+        values: dict[str, xr.DataArray] = {
+            name: xr.DataArray(self.axis_values(name), dims=(name,)) for name in self.axis_names
+        }
+        dx = self._over_models(_CELL_WIDTH_KEYS, lambda model: model.dx)
+        coefficient, step = values["coefficient"], values[sweep.step_axis]
+        if sweep.step_axis == "cfl":
+            values["step_size"] = step_size_from_cfl(coefficient, step, dx)
+        else:
+            values["cfl"] = cfl_number(coefficient, step, dx)
+        values["time"] = values["steps"] * values["step_size"]
+        for name in self.spatial_dims:
+            values[name] = self._over_models(("length",), lambda model: model.grid.centres, dims=(name,))
+        return {
+            c.name: values[c.name].transpose(*c.dims).assign_attrs(c.attrs) for c in self.coordinates_layout
+        }
+
+    def block_shape(self, variable: VariableLayout, block: Block) -> tuple[int, ...]:
+        """Shape of ``variable`` within ``block``."""
+        return tuple(len(range(size)[s]) for s, size in zip(block.region(variable.dims), variable.shape, strict=True))
+
+    def block_dataset(self, block: Block, arrays: Mapping[str, np.ndarray]) -> xr.Dataset:
+        """The Dataset of one computed block: every variable of the layout from ``arrays``.
+
+        ``arrays`` maps each variable name to its values with the block's runs flattened
+        (in axis order) into the first dimension, as :func:`pipeline.diagnostics.measure_trajectory`
+        returns them.
+        """
+        data_vars = {
+            v.name: (v.dims, np.asarray(arrays[v.name], dtype=v.dtype).reshape(self.block_shape(v, block)), v.attrs)
+            for v in self.variables
+        }
+        return xr.Dataset(data_vars, coords=self.axis_coordinates(block))

@@ -1,0 +1,285 @@
+"""From a sweep to blocks of runs: the plan ``diffsweep plan`` prints and ``run`` executes.
+
+A *block* is a rectangle of the parameter grid: one value of every swept model key
+(scheme, grid, boundary, initial condition — they change the arrays, so they split
+blocks), a range of coefficients, a range of step sizes (or CFL numbers), and every
+step count (one trajectory serves every checkpoint, so ``steps`` is never chunked).
+One block is one task and one zarr chunk of every variable. :func:`plan` decides the
+blocks before anything runs and returns a frozen :class:`Plan`, which also carries the
+store's :class:`~pipeline.layout.ResultLayout`.
+
+Examples
+--------
+>>> from pipeline.sweep import parse_sweep
+>>> sweep = parse_sweep('''
+... name: tiny
+... model: {scheme: ftcs, cells: 16}
+... sweep:
+...   coefficient: [0.1, 0.2, 0.5, 1.0]
+...   step_size: [1.0e-5, 1.0e-4, 1.0e-3]
+...   steps: [10, 100]
+... chunks: {coefficient: 3, step_size: 2}
+... ''')
+>>> tiny = plan(sweep, parallelism=1)
+>>> tiny.block_grid, tiny.n_blocks, tiny.n_runs
+((2, 2), 4, 12)
+>>> [block.shape for block in tiny.blocks()]
+[(3, 2, 2), (3, 1, 2), (1, 2, 2), (1, 1, 2)]
+>>> tiny.block((1, 0)).region(("coefficient", "steps"))
+(slice(3, 4, None), slice(0, 2, None))
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from pipeline.layout import ResultLayout, cfl_number
+from pipeline.sweep import MODEL_KEYS, RunModel, Sweep
+
+__all__ = [
+    "MAX_BLOCK_BYTES",
+    "MIN_BLOCK_SECONDS",
+    "TARGET_BLOCK_SECONDS",
+    "Block",
+    "Plan",
+    "plan",
+    "seconds_per_run",
+]
+
+#: distributed's per-task overhead here is ~2 ms; a block of this many seconds keeps it < 1 %
+TARGET_BLOCK_SECONDS = 0.5
+#: but never below this, so that many blocks can share the workers (overhead < 5 %)
+MIN_BLOCK_SECONDS = 0.05
+#: and never more memory than this per task
+MAX_BLOCK_BYTES = 256 * 2**20
+#: rough single-core costs used to size blocks (measured by benchmarks/kernels.py)
+EXPLICIT_SECONDS_PER_CELL_UPDATE = 1.0 / 1.5e9
+SPECTRAL_SECONDS_PER_CELL = 40e-9
+
+
+@dataclass(frozen=True)
+class Block:
+    """One task's piece of the parameter grid.
+
+    Attributes
+    ----------
+    index
+        Position in the block grid, one entry per axis except ``steps``.
+    slices
+        Positions along every sweep axis (``steps`` included, always whole).
+    dims
+        The axis each of ``slices`` runs along.
+    """
+
+    index: tuple[int, ...]
+    slices: tuple[slice, ...]
+    dims: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Length of the block along every axis."""
+        return tuple(s.stop - s.start for s in self.slices)
+
+    @property
+    def n_runs(self) -> int:
+        """Trajectories in the block (every axis but ``steps``)."""
+        return math.prod(self.shape[:-1])
+
+    def region(self, dims: tuple[str, ...]) -> tuple[slice, ...]:
+        """The block's part of an array with dimensions ``dims``: its slice along each axis,
+        everything along any other dimension (a field's ``x``, ``y``, ``z``)."""
+        slices = dict(zip(self.dims, self.slices, strict=True))
+        return tuple(slices.get(dim, slice(None)) for dim in dims)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The blocks of a sweep and what computing them costs. Immutable; cheap to pickle."""
+
+    sweep: Sweep
+    chunks: tuple[int, ...]
+    parallelism: int
+
+    # -- shape of the work -------------------------------------------------------------
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """The sweep axes, in dimension order (``steps`` last)."""
+        return self.sweep.axis_names
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Length of every axis."""
+        return self.sweep.shape
+
+    @property
+    def block_grid(self) -> tuple[int, ...]:
+        """Number of blocks along each axis except ``steps``."""
+        return tuple(
+            math.ceil(n / c) for n, c in zip(self.shape[:-1], self.chunks[:-1], strict=True)
+        )
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks, which is the number of tasks."""
+        return math.prod(self.block_grid)
+
+    @property
+    def n_runs(self) -> int:
+        """Trajectories integrated (a run is one trajectory; each has every step count)."""
+        return self.sweep.n_runs
+
+    @property
+    def n_results(self) -> int:
+        """Points of the result grid (runs × step counts)."""
+        return self.sweep.n_results
+
+    @property
+    def runs_per_task(self) -> int:
+        """Runs in one full block."""
+        return math.prod(self.chunks[:-1])
+
+    def block(self, index: tuple[int, ...]) -> Block:
+        """The block at ``index`` of the block grid."""
+        slices = tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, self.chunks[:-1], self.shape[:-1], strict=True)
+        )
+        return Block(tuple(index), (*slices, slice(0, self.shape[-1])), self.axis_names)
+
+    def blocks(self) -> Iterator[Block]:
+        """Every block, in C order of the block grid."""
+        for index in itertools.product(*(range(n) for n in self.block_grid)):
+            yield self.block(index)
+
+    def key(self, block: Block) -> str:
+        """Deterministic task key: same sweep definition, same keys."""
+        return f"diffsweep-{self.sweep.sha256[:16]}-block-" + "-".join(map(str, block.index))
+
+    def run_model(self, block: Block) -> RunModel:
+        """The model every run of ``block`` shares (swept model keys have blocks of one)."""
+        return self.sweep.run_model(
+            {name: self.sweep.axis(name).values[s.start] for name, s in zip(block.dims, block.slices, strict=True) if name in MODEL_KEYS}
+        )
+
+    @cached_property
+    def layout(self) -> ResultLayout:
+        """Dimensions, coordinates and variables of the store this plan writes."""
+        return ResultLayout.from_plan(self)
+
+    # -- cost ------------------------------------------------------------------------
+    @property
+    def _runs_per_model(self) -> int:
+        """Runs that share one combination of swept model values."""
+        return len(self.sweep.axis("coefficient")) * len(self.sweep.axis(self.sweep.step_axis))
+
+    @property
+    def cell_updates(self) -> int:
+        """Cells × steps summed over every run (the work an explicit scheme does)."""
+        max_steps = self.sweep.checkpoints[-1]
+        return sum(self._runs_per_model * model.cells_total * max_steps for model in self.sweep.run_models())
+
+    @property
+    def memory_per_task(self) -> int:
+        """Peak bytes one task holds (largest grid in the sweep)."""
+        return self.runs_per_task * self.sweep.memory_per_run()
+
+    @property
+    def core_seconds(self) -> float:
+        """Rough single-core compute time, from the kernel rates measured in benchmarks/."""
+        return sum(self._runs_per_model * seconds_per_run(self.sweep, model) for model in self.sweep.run_models())
+
+    @property
+    def store_bytes(self) -> int:
+        """Uncompressed size of the results' data variables (measures, status, fields)."""
+        return self.layout.nbytes
+
+    @property
+    def unstable_fraction(self) -> float:
+        """Fraction of runs von Neumann theory predicts unstable (explicit scheme above its bound)."""
+        sweep = self.sweep
+        coefficient = np.asarray(sweep.axis("coefficient").values, dtype=float)[:, None]
+        step = np.asarray(sweep.axis(sweep.step_axis).values, dtype=float)[None, :]
+        unstable = 0
+        for model in sweep.run_models():
+            limit = model.stability_limit
+            if limit is None:
+                continue
+            cfl = step if sweep.step_axis == "cfl" else cfl_number(coefficient, step, model.dx)
+            unstable += int(np.count_nonzero(np.broadcast_to(cfl > limit * (1 + 1e-12), (coefficient.size, step.size))))
+        return unstable / self.n_runs
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as plain values, for printing and for the store's attributes."""
+        return {
+            "sweep": self.sweep.name,
+            "sweep_hash": self.sweep.sha256,
+            "axes": dict(zip(self.axis_names, self.shape, strict=True)),
+            "chunks": dict(zip(self.axis_names, self.chunks, strict=True)),
+            "runs": self.n_runs,
+            "results": self.n_results,
+            "blocks": self.n_blocks,
+            "tasks": self.n_blocks,
+            "runs_per_task": self.runs_per_task,
+            "cell_updates": self.cell_updates,
+            "estimated_core_seconds": self.core_seconds,
+            "memory_per_task_bytes": self.memory_per_task,
+            "store_bytes": self.store_bytes,
+            "unstable_fraction": self.unstable_fraction,
+        }
+
+
+def seconds_per_run(sweep: Sweep, model: RunModel) -> float:
+    """Rough single-core seconds of one run of ``model`` to the sweep's last step count."""
+    cells = model.cells_total
+    if model.scheme == "ftcs":
+        return cells * sweep.checkpoints[-1] * EXPLICIT_SECONDS_PER_CELL_UPDATE
+    n_checkpoints = len(sweep.checkpoints)
+    return cells * (2 * n_checkpoints + 2) * SPECTRAL_SECONDS_PER_CELL * (1 + math.log2(cells) / 8)
+
+
+def plan(sweep: Sweep, *, parallelism: int | None = None) -> Plan:
+    """Decide the blocks of ``sweep``.
+
+    Explicit ``chunks`` in the sweep win. Otherwise blocks are sized so that one takes
+    about :data:`TARGET_BLOCK_SECONDS` (the scheduler's ~2 ms per task stays well under
+    5 %), fits :data:`MAX_BLOCK_BYTES`, and there are at least four blocks per worker
+    when the sweep is large enough for that. Swept model keys always have chunk 1.
+
+    Parameters
+    ----------
+    sweep
+        A validated sweep.
+    parallelism
+        Number of workers the blocks will be spread over (default: CPU count).
+    """
+    parallelism = parallelism or os.cpu_count() or 1
+    names = sweep.axis_names
+    given = dict(sweep.chunks)
+    chunks = dict(zip(names, sweep.shape, strict=True))
+    for name in sweep.swept_model_keys:
+        chunks[name] = 1
+    models = sweep.run_models()
+
+    step_axis = sweep.step_axis
+    n_coef, n_step = chunks["coefficient"], chunks[step_axis]
+    if "coefficient" in given or step_axis in given:
+        chunks["coefficient"] = given.get("coefficient", n_coef)
+        chunks[step_axis] = given.get(step_axis, n_step)
+    else:
+        per_run = max(seconds_per_run(sweep, model) for model in models)
+        runs = max(1, int(TARGET_BLOCK_SECONDS / per_run))
+        total = len(models) * n_coef * n_step
+        balanced = math.ceil(total / (4 * parallelism))
+        runs = min(runs, max(balanced, int(MIN_BLOCK_SECONDS / per_run), 1))
+        runs = max(1, min(runs, MAX_BLOCK_BYTES // sweep.memory_per_run()))
+        chunks[step_axis] = min(n_step, runs)
+        chunks["coefficient"] = max(1, min(n_coef, runs // chunks[step_axis]))
+    return Plan(sweep=sweep, chunks=tuple(chunks[n] for n in names), parallelism=parallelism)
