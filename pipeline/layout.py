@@ -7,7 +7,8 @@ before anything runs. It says, for the whole store:
   ``x``/``y``/``z`` when fields are stored;
 * the coordinates: every axis (string axes as object arrays), the derived ``cfl`` (or
   ``step_size`` when the sweep is given in CFL numbers), ``time = steps * step_size``,
-  and the cell centres of stored fields; with their dimensions and attributes;
+  and the cell centres of stored fields (unless ``length`` is swept, which moves them);
+  with their dimensions and attributes;
 * every variable: its dimensions, shape, zarr chunks, dtype, fill value, encoding and
   attributes.
 
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -219,8 +220,8 @@ class ResultLayout:
         coordinates.append(CoordinateLayout(derived, step_dims, COORDINATE_ATTRIBUTES[derived]))
         time_dims = tuple(name for name in axes if name in {*size_dims, "steps"})
         coordinates.append(CoordinateLayout("time", time_dims, COORDINATE_ATTRIBUTES["time"]))
-        length = ("length",) if sweep.is_swept("length") else ()
-        coordinates += [CoordinateLayout(name, (*length, name), COORDINATE_ATTRIBUTES[name]) for name in spatial]
+        if not sweep.is_swept("length"):  # cell centres differ by run otherwise: no coordinate
+            coordinates += [CoordinateLayout(name, (name,), COORDINATE_ATTRIBUTES[name]) for name in spatial]
         return cls(sweep, sizes, tuple(variables), tuple(coordinates))
 
     # -- looking things up --------------------------------------------------------------
@@ -263,16 +264,19 @@ class ResultLayout:
         """The axis values of one block."""
         return {name: self.axis_values(name)[s] for name, s in zip(block.dims, block.slices, strict=True)}
 
-    def _over_models(self, keys: tuple[str, ...], function: Callable[[RunModel], Any], dims: tuple[str, ...] = ()) -> xr.DataArray:
-        """``function(model)`` over every value of the swept ``keys`` (a scalar when none is swept)."""
-        swept = tuple(name for name in self.axis_names if name in keys)
-        base = self.sweep.run_model({key: self.sweep.axis(key).values[0] for key in self.sweep.swept_model_keys}).as_dict()
-        values = [
-            function(RunModel.from_mapping({**base, **dict(zip(swept, combination, strict=True))}))
-            for combination in itertools.product(*(self.sweep.axis(name).values for name in swept))
+    def _first_model(self) -> RunModel:
+        """The model of the first run (every model key at its first value)."""
+        return self.sweep.run_model({key: self.sweep.axis(key).values[0] for key in self.sweep.swept_model_keys})
+
+    def _cell_width(self) -> xr.DataArray:
+        """``RunModel.dx`` over the swept ``cells``/``length`` axes (0-d when neither is swept)."""
+        swept = tuple(name for name in self.axis_names if name in _CELL_WIDTH_KEYS)
+        first = self._first_model().as_dict()
+        widths = [
+            RunModel.from_mapping({**first, **dict(zip(swept, values, strict=True))}).dx
+            for values in itertools.product(*(self.sweep.axis(name).values for name in swept))
         ]
-        shape = tuple(self.sizes[name] for name in swept)
-        return xr.DataArray(np.reshape(values, (*shape, *np.shape(values[0]))), dims=(*swept, *dims))
+        return xr.DataArray(np.reshape(widths, tuple(self.sizes[name] for name in swept)), dims=swept)
 
     def coordinates(self) -> dict[str, xr.DataArray]:
         """Every coordinate of the store, with its attributes, for the whole grid."""
@@ -280,15 +284,15 @@ class ResultLayout:
         values: dict[str, xr.DataArray] = {
             name: xr.DataArray(self.axis_values(name), dims=(name,)) for name in self.axis_names
         }
-        dx = self._over_models(_CELL_WIDTH_KEYS, lambda model: model.dx)
+        dx = self._cell_width()
         coefficient, step = values["coefficient"], values[sweep.step_axis]
         if sweep.step_axis == "cfl":
             values["step_size"] = step_size_from_cfl(coefficient, step, dx)
         else:
             values["cfl"] = cfl_number(coefficient, step, dx)
         values["time"] = values["steps"] * values["step_size"]
-        for name in self.spatial_dims:
-            values[name] = self._over_models(("length",), lambda model: model.grid.centres, dims=(name,))
+        centres = self._first_model().grid.centres
+        values.update({name: xr.DataArray(centres, dims=(name,)) for name in self.spatial_dims})
         return {
             c.name: values[c.name].transpose(*c.dims).assign_attrs(c.attrs) for c in self.coordinates_layout
         }
