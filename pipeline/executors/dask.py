@@ -26,14 +26,7 @@ class DaskExecutor:
         """Workers connected to the scheduler now (at least 1)."""
         return len(self.client.scheduler_info(n_workers=-1)["workers"]) or 1
 
-    def execute(
-        self,
-        plan: Plan,
-        blocks: Iterable[Block],
-        sink: Sink,
-        *,
-        progress: Progress | None = None,
-    ) -> list[BlockSummary]:
+    def execute(self, plan: Plan, blocks: Iterable[Block], sink: Sink, *, progress: Progress | None = None) -> list[BlockSummary]:
         """Run the blocks on the cluster (one numba thread per task); summaries as they finish."""
         from distributed import as_completed
 

@@ -22,14 +22,7 @@ class InProcessExecutor:
         """One block at a time."""
         return 1
 
-    def execute(
-        self,
-        plan: Plan,
-        blocks: Iterable[Block],
-        sink: Sink,
-        *,
-        progress: Progress | None = None,
-    ) -> list[BlockSummary]:
+    def execute(self, plan: Plan, blocks: Iterable[Block], sink: Sink, *, progress: Progress | None = None) -> list[BlockSummary]:
         """Run each block with :func:`~pipeline.compute.run_block`, in order."""
         summaries = []
         for block in blocks:
