@@ -74,3 +74,64 @@ def test_deep_nesting_is_one_line_not_a_crash(tmp_path: Path, levels: int) -> No
     path = tmp_path / "deep.yaml"
     path.write_text("name: deep\nmodel: " + "[" * levels + "]" * levels + "\n")
     _refused(diffsweep("plan", str(path)), f"{path}:2: Expected at most 20 levels of nested lists")
+
+
+def test_set_overrides_plan_and_are_recorded_by_run(tmp_path: Path) -> None:
+    import zarr
+
+    from pipeline.sweep import parse_sweep
+
+    sweep = tmp_path / "minimal.yaml"
+    sweep.write_text(GOOD_MINIMAL)
+    runner = CliRunner()
+    sets = ["--set", "model.cells=16", "--set", "sweep.coefficient=[0.2, 0.4, 0.8]"]
+    planned = runner.invoke(cli, ["plan", str(sweep), "--json", *sets])
+    assert planned.exit_code == 0, planned.output
+    expected = parse_sweep(
+        GOOD_MINIMAL, overrides=["model.cells=16", "sweep.coefficient=[0.2, 0.4, 0.8]"]
+    )
+    assert f'"sweep_hash": "{expected.sha256}"' in planned.output
+
+    store = tmp_path / "c16.zarr"
+    ran = runner.invoke(cli, ["run", str(sweep), "-o", str(store), "--in-process", *sets])
+    assert ran.exit_code == 0, ran.output
+    attrs = zarr.open_group(str(store), mode="r").attrs
+    assert attrs["sweep_hash"] == expected.sha256 != parse_sweep(GOOD_MINIMAL).sha256
+    recorded = parse_sweep(attrs["sweep_definition"])
+    assert recorded == expected and recorded.model.cells == 16
+    assert '#   "model.cells=16"' in attrs["sweep_definition"]
+
+    # resuming needs the same definition: the same overrides, not the bare file
+    resumed = runner.invoke(
+        cli, ["run", str(sweep), "-o", str(store), "--resume", "--in-process", *sets]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    bare = runner.invoke(cli, ["run", str(sweep), "-o", str(store), "--resume", "--in-process"])
+    assert bare.exit_code == 2 and "holds sweep 'minimal'" in bare.output
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "model.cells=2",
+            "Error: override 'model.cells=2': model.cells: Expected an integer >= 3. Got 2 instead.",
+        ),
+        (
+            "model.cels=64",
+            "Error: override 'model.cels=64': model.cels: Unknown key; did you mean 'cells'?",
+        ),
+        ("model.cells", "Error: override 'model.cells': Expected KEY=VALUE"),
+    ],
+)
+def test_a_bad_set_is_one_line_and_writes_nothing(
+    tmp_path: Path, override: str, expected: str
+) -> None:
+    sweep = tmp_path / "minimal.yaml"
+    sweep.write_text(GOOD_MINIMAL)
+    store = tmp_path / "never.zarr"
+    result = diffsweep("run", str(sweep), "-o", str(store), "--set", override)
+    _refused(result, expected)
+    assert result.stderr.startswith(expected)
+    assert not store.exists()
+    _refused(diffsweep("plan", str(sweep), "--set", override), expected)

@@ -801,10 +801,151 @@ def test_bad_sweeps_dir_exists():
     assert PWNED_MARKER.is_absolute()
 
 
-@pytest.mark.parametrize("module", ["pipeline.sweep", "pipeline.sweep.definition", "pipeline.sweep.parser"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pipeline.sweep",
+        "pipeline.sweep.definition",
+        "pipeline.sweep.parser",
+        "pipeline.sweep.overrides",
+    ],
+)
 def test_doctest_examples(module):
     import doctest
     import importlib
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0, result
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def test_overrides_equal_the_edited_file():
+    overridden = parse_sweep(
+        DESIGN_EXAMPLE,
+        source="design.yaml",
+        overrides=[
+            "model.cells=64",
+            "sweep.coefficient=[0.1, 1]",
+            "criteria.tolerance=1e-4",
+            "chunks.coefficient=2",
+        ],
+    )
+    edited = parse_sweep(
+        DESIGN_EXAMPLE.replace("cells: 128", "cells: 64")
+        .replace("coefficient: {geomspace: [1.0e-3, 1.0], num: 16}", "coefficient: [0.1, 1.0]")
+        .replace("tolerance: 1.0e-3", "tolerance: 1.0e-4")
+        .replace("chunks: {coefficient: 4,", "chunks: {coefficient: 2,")
+    )
+    assert overridden == edited and overridden.sha256 == edited.sha256
+    assert overridden.shape == (2, 32, 4) and overridden.model.cells == 64
+    assert overridden.source == "design.yaml"
+
+
+def test_the_effective_definition_is_recorded_and_parses_to_the_same_sweep():
+    overrides = ["model.cells=64", "sweep.steps=[5, 50]"]
+    sweep = parse_sweep(DESIGN_EXAMPLE, source="design.yaml", overrides=overrides)
+    lines = sweep.text.splitlines()
+    assert lines[:3] == [
+        '# The effective sweep definition: "design.yaml" with these overrides',
+        '#   "model.cells=64"',
+        '#   "sweep.steps=[5, 50]"',
+    ]
+    assert "  cells: 64" in lines and "  steps: [5, 50]" in lines
+    again = parse_sweep(sweep.text)
+    assert again == sweep and again.sha256 == sweep.sha256
+    assert parse_sweep(DESIGN_EXAMPLE, overrides=[]).text == DESIGN_EXAMPLE
+
+
+def test_overrides_apply_in_order_and_create_sections():
+    sweep = parse_sweep(
+        minimal(),
+        overrides=[
+            "model.cells=32",
+            "model.cells=48",
+            "output.fields=final",
+            "criteria.divergence=10",
+        ],
+    )
+    assert sweep.model.cells == 48
+    assert sweep.output == Output("final") and sweep.criteria.divergence == 10.0
+    assert parse_sweep(minimal(), overrides=["description=null"]).description == ""
+
+
+def test_an_override_moves_a_model_key_and_swaps_the_step_axis():
+    swept = parse_sweep(minimal(), overrides=["sweep.cells=[16, 32]", "sweep.cfl=[0.1, 0.2, 0.3]"])
+    assert swept.axis_names == ("cells", "coefficient", "cfl", "steps")
+    assert swept.shape == (2, 2, 3, 2)
+    fixed = parse_sweep(
+        minimal() + "  scheme: [ftcs, crank-nicolson]\n", overrides=["model.scheme=ftcs"]
+    )
+    assert fixed.model.scheme == "ftcs" and not fixed.is_swept("scheme")
+
+
+def test_an_override_through_an_alias_changes_only_its_own_path():
+    text = """\
+name: aliases
+model: {}
+sweep:
+  coefficient: &spaced {linspace: [0.1, 0.4], num: 4}
+  cfl: *spaced
+  steps: [1]
+"""
+    sweep = parse_sweep(text, overrides=["sweep.cfl.num=2"])
+    assert sweep.axis("cfl").values == (0.1, 0.4)
+    assert len(sweep.axis("coefficient")) == 4
+    assert parse_sweep(sweep.text) == sweep
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.cells", "override 'model.cells': Expected KEY=VALUE, such as model.cells=64"),
+        ("=3", "override '=3': Expected KEY=VALUE"),
+        ("model..cells=3", "override 'model..cells=3': Expected a dotted path of at most 4 keys"),
+        ("a.b.c.d.e=1", "Expected a dotted path of at most 4 keys"),
+        ("model.cells=", "override 'model.cells=': model.cells: Expected a value after '='"),
+        (
+            "model.cells=[1,",
+            "override 'model.cells=[1,': model.cells: Invalid YAML: expected the node content",
+        ),
+        (
+            "model.cells=2",
+            "override 'model.cells=2': model.cells: Expected an integer >= 3. Got 2 instead.",
+        ),
+        (
+            "model.shceme=ftcs",
+            "override 'model.shceme=ftcs': model.shceme: Unknown key; did you mean 'scheme'?",
+        ),
+        ("modle.cells=3", "override 'modle.cells=3': modle: Unknown key; did you mean 'model'?"),
+        ("name.x=1", "override 'name.x=1': name: Expected a mapping to set x in. Got 't' instead."),
+        (
+            "sweep.steps=[10, 1e18]",
+            "override 'sweep.steps=[10, 1e18]': sweep.steps[1]: Expected an integer <= 1,000,000,000",
+        ),
+        (
+            "model.length=1e300",
+            "override 'model.length=1e300': model.length: Expected a length whose cell width",
+        ),
+        (
+            "model.cells=!!python/object/apply:os.system [ls]",
+            "model.cells: Expected plain YAML data. Got the tag '!!python/object/apply:os.system'",
+        ),
+        (
+            "model.cells=1000000000",
+            "model.cells: One run on a 1-D grid of 1000000000 cells per dimension",
+        ),
+    ],
+)
+def test_bad_overrides_are_refused_naming_the_override(override, expected):
+    with pytest.raises(SweepError) as info:
+        parse_sweep(minimal(), source="t.yaml", overrides=[override])
+    assert expected in str(info.value)
+    assert str(info.value).startswith("override ")
+    assert info.value.line is None and "\n" not in str(info.value)
+
+
+def test_overrides_must_be_a_sequence_of_strings():
+    with pytest.raises(TypeError, match="sequence"):
+        parse_sweep(minimal(), overrides="model.cells=32")  # type: ignore[arg-type]

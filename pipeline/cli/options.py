@@ -6,12 +6,21 @@ import click
 
 from pipeline.cli.main import debug_option
 
-__all__ = ["debug_option", "memory_limit_option", "store_argument", "sweep_argument"]
+__all__ = ["debug_option", "memory_limit_option", "set_option", "store_argument", "sweep_argument"]
 
 sweep_argument = click.argument(
     "sweep_file",
     metavar="SWEEP",
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+)
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key of SWEEP, e.g. --set model.cells=64 --set sweep.coefficient='[0.1, 1]' "
+    "(VALUE is YAML; repeatable). The effective definition is what is run and stored.",
 )
 
 store_argument = click.argument("store", metavar="STORE", type=str)

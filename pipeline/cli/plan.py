@@ -7,7 +7,7 @@ import json
 import click
 
 from pipeline.cli.cluster_options import cluster_kind_option
-from pipeline.cli.options import debug_option, memory_limit_option, sweep_argument
+from pipeline.cli.options import debug_option, memory_limit_option, set_option, sweep_argument
 
 
 def _duration(core_seconds: float, workers: int | None) -> str:
@@ -26,8 +26,16 @@ def _duration(core_seconds: float, workers: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @cluster_kind_option
 @memory_limit_option
+@set_option
 @debug_option
-def plan(sweep_file: str, workers: int | None, as_json: bool, cluster: str | None, memory_limit: int) -> None:
+def plan(
+    sweep_file: str,
+    workers: int | None,
+    as_json: bool,
+    cluster: str | None,
+    memory_limit: int,
+    overrides: tuple[str, ...],
+) -> None:
     """Validate SWEEP and print the plan `diffsweep run` executes: runs, blocks
     (one task each), cell updates, memory per task, store size, and the share of
     runs von Neumann theory predicts unstable. Nothing is computed or written.
@@ -40,7 +48,7 @@ def plan(sweep_file: str, workers: int | None, as_json: bool, cluster: str | Non
     from pipeline.planning import plan as make_plan
     from pipeline.sweep import load_sweep
 
-    sweep = load_sweep(sweep_file, memory_limit=memory_limit)
+    sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
     summary = make_plan(sweep, parallelism=workers).summary()
     if cluster is not None:
         from pipeline.cluster import job_script

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import click
 
 from pipeline.cli.cluster_options import client_from_options, cluster_options, storage_options_from
-from pipeline.cli.options import debug_option, memory_limit_option, sweep_argument
+from pipeline.cli.options import debug_option, memory_limit_option, set_option, sweep_argument
 
 log = logging.getLogger("pipeline")
 
@@ -32,6 +32,7 @@ log = logging.getLogger("pipeline")
     help="Run the blocks one after another in this process, without dask (for debugging).",
 )
 @memory_limit_option
+@set_option
 @cluster_options
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (store checks, scheduler, blocks).")
 @debug_option
@@ -43,6 +44,7 @@ def run(
     progress: bool | None,
     in_process: bool,
     memory_limit: int,
+    overrides: tuple[str, ...],
     verbose: bool,
     **cluster: object,
 ) -> None:
@@ -58,6 +60,7 @@ def run(
     Example:
       diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr
       diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr --resume
+      diffsweep run sweeps/ftcs-1d-stability.yaml -o c64.zarr --set model.cells=64
       diffsweep run big.yaml -o /scratch/big.zarr --scheduler-file ~/scheduler.json
     """
     from tqdm.auto import tqdm
@@ -69,7 +72,7 @@ def run(
 
     if verbose:
         logging.getLogger("pipeline").setLevel(logging.INFO)
-    sweep = load_sweep(sweep_file, memory_limit=memory_limit)
+    sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
     url = clusters.absolute_store_path(store)
     storage_options = storage_options_from(cluster)
     with _flag_wording():

@@ -239,7 +239,8 @@ class Sweep:
     criteria, output
         Classification thresholds and stored fields.
     text
-        The YAML exactly as given.
+        The YAML exactly as given; with overrides, the effective definition (the tree
+        serialised back to YAML under a comment naming the file and the overrides).
     source
         Where it came from (file name or ``<string>``).
     """

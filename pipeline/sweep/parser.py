@@ -43,6 +43,7 @@ from pipeline.sweep.definition import (
     Output,
     Sweep,
 )
+from pipeline.sweep.overrides import Override, apply_overrides, effective_text, parse_override
 from pipeline.sweep.yamltree import describe, is_null, join, scalar, show
 
 __all__ = ["load_sweep", "parse_sweep"]
@@ -75,7 +76,12 @@ Entries = dict[str, tuple[ScalarNode, Node]]
 # --------------------------------------------------------------------------- entry points
 
 
-def load_sweep(path: str | PathLike[str], *, memory_limit: int | None = None) -> Sweep:
+def load_sweep(
+    path: str | PathLike[str],
+    *,
+    memory_limit: int | None = None,
+    overrides: Sequence[str] = (),
+) -> Sweep:
     """Read and validate the sweep definition in the file ``path``.
 
     Parameters
@@ -86,6 +92,8 @@ def load_sweep(path: str | PathLike[str], *, memory_limit: int | None = None) ->
         at most one byte more than the limit is read.
     memory_limit
         Bytes one task may use; default :data:`~pipeline.sweep.DEFAULT_MEMORY_LIMIT`.
+    overrides
+        ``KEY=VALUE`` strings applied to the definition, as in :func:`parse_sweep`.
 
     Raises
     ------
@@ -101,10 +109,16 @@ def load_sweep(path: str | PathLike[str], *, memory_limit: int | None = None) ->
             f"Expected UTF-8 text. Got an undecodable byte at offset {error.start} instead.",
             source=source,
         ) from None
-    return parse_sweep(text, source=source, memory_limit=memory_limit)
+    return parse_sweep(text, source=source, memory_limit=memory_limit, overrides=overrides)
 
 
-def parse_sweep(text: str, *, source: str = "<string>", memory_limit: int | None = None) -> Sweep:
+def parse_sweep(
+    text: str,
+    *,
+    source: str = "<string>",
+    memory_limit: int | None = None,
+    overrides: Sequence[str] = (),
+) -> Sweep:
     """Validate the sweep definition ``text`` (YAML) and return it as a :class:`Sweep`.
 
     Parameters
@@ -117,6 +131,12 @@ def parse_sweep(text: str, *, source: str = "<string>", memory_limit: int | None
         Bytes one task may use; default :data:`~pipeline.sweep.DEFAULT_MEMORY_LIMIT`.
         A run that alone needs more, or explicit ``chunks`` whose task needs more, is
         refused.
+    overrides
+        ``KEY=VALUE`` strings (``model.cells=64``, ``sweep.coefficient=[0.1, 1]``),
+        applied in order to the YAML tree before it is validated; see
+        :mod:`pipeline.sweep.overrides`.  With overrides, :attr:`Sweep.text` is the
+        effective definition (YAML naming the overrides in a comment), so a store
+        records what was computed.
 
     Raises
     ------
@@ -137,6 +157,8 @@ def parse_sweep(text: str, *, source: str = "<string>", memory_limit: int | None
     (('coefficient', 'cfl', 'steps'), (2, 5, 2), 10)
     >>> sweep.axis("cfl").values
     (0.1, 0.2, 0.30000000000000004, 0.4, 0.5)
+    >>> parse_sweep(sweep.text, overrides=["model.cells=64", "sweep.steps=1000"]).shape
+    (2, 5, 1)
     >>> parse_sweep("name: demo\\nmodel: {cells: 2}\\nsweep: {}\\n")
     Traceback (most recent call last):
     ...
@@ -153,7 +175,10 @@ def parse_sweep(text: str, *, source: str = "<string>", memory_limit: int | None
     )
     if size > MAX_TEXT_BYTES:
         raise SweepError(_too_large(size), source=source)
-    return _Parser(text, source, memory_limit).parse()
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a sequence of 'KEY=VALUE' strings, not one string")
+    parsed = tuple(parse_override(override) for override in overrides)
+    return _Parser(text, source, memory_limit, parsed).parse()
 
 
 def _read_bounded(path: str | PathLike[str], source: str) -> bytes:
@@ -246,20 +271,28 @@ class _AxisSpec:
 class _Parser:
     """One pass over the composed node tree of one sweep definition."""
 
-    def __init__(self, text: str, source: str, memory_limit: int) -> None:
+    def __init__(
+        self, text: str, source: str, memory_limit: int, overrides: tuple[Override, ...] = ()
+    ) -> None:
         self.text = text
         self.source = source
         self.memory_limit = memory_limit
+        self.overrides = overrides
+        #: id of each node an override put into the tree -> the override's label
+        self.override_labels: dict[int, str] = {}
         #: key -> (key path, key node) of every model key and axis given in the file
         self.key_nodes: dict[str, tuple[str, Node]] = {}
 
     def fail(self, message: str, key: str | None, where: Node | int | None) -> SweepError:
+        """The error at ``where``: a line of the file, or the override that put it there."""
+        if isinstance(where, Node) and id(where) in self.override_labels:
+            return SweepError(message, key=key or None, source=self.override_labels[id(where)])
         return yamltree.error(self.source, message, key, where)
 
     # ---- the document, one method per section
 
     def parse(self) -> Sweep:
-        top = self.parse_top()
+        root, top = self.parse_top()
         name = self.parse_name(top["name"][1])
         description = self.parse_description(top.get("description"))
         sweep_key, sweep_node = top["sweep"]
@@ -276,16 +309,18 @@ class _Parser:
             chunks=self.parse_chunks(top.get("chunks"), lengths),
             criteria=self.parse_criteria(self.optional_section(top, "criteria", _CRITERIA_KEYS)),
             output=self.parse_output(self.optional_section(top, "output", _OUTPUT_KEYS), lengths),
-            text=self.text,
+            text=effective_text(root, self.source, self.overrides) if self.overrides else self.text,
             source=self.source,
         )
         self.check_scales(sweep, top)
         self.check_memory(sweep, top)
         return sweep
 
-    def parse_top(self) -> Entries:
+    def parse_top(self) -> tuple[Node, Entries]:
         root = yamltree.compose(self.text, self.source)
-        yamltree.check_tree(root, self.source)
+        if self.overrides and isinstance(root, MappingNode):
+            self.override_labels = apply_overrides(root, self.overrides)
+        yamltree.check_tree(root, self.fail)
         if not isinstance(root, MappingNode):
             raise self.fail(
                 "Expected a mapping with name, model and sweep at the top level. "
@@ -297,7 +332,7 @@ class _Parser:
         for required in ("name", "model", "sweep"):
             if required not in top:
                 raise self.fail("Missing required key.", required, root)
-        return top
+        return root, top
 
     def parse_name(self, node: Node) -> str:
         name = self.value(node, "name", "a name")

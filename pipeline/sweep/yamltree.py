@@ -42,6 +42,9 @@ _YAML12_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0
 # one marks plain scalars with style "" where the Python one uses None).
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: Makes the error for a message, a key path and the node it is about.
+Fail = Callable[[str, str | None, Node], SweepError]
+
 _OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
@@ -99,8 +102,8 @@ def error(source: str, message: str, key: str | None, where: Node | int | None) 
 # --------------------------------------------------------------------------- composing
 
 
-def compose(text: str, source: str) -> Node:
-    """The node tree of the single YAML document ``text``.
+def compose(text: str, source: str, empty: str = "a mapping with name, model and sweep") -> Node:
+    """The node tree of the single YAML document ``text``; ``empty`` says what was expected.
 
     Raises
     ------
@@ -129,7 +132,7 @@ def compose(text: str, source: str) -> Node:
     if root is None:
         raise error(
             source,
-            "Expected a mapping with name, model and sweep. Got an empty document instead.",
+            f"Expected {empty}. Got an empty document instead.",
             None,
             1,
         )
@@ -177,11 +180,12 @@ def _yaml_problem(yaml_error: yaml.MarkedYAMLError) -> str:
 # --------------------------------------------------------------------------- checking
 
 
-def check_tree(root: Node, source: str) -> None:
+def check_tree(root: Node, fail: Fail) -> None:
     """Refuse object-building tags, non-text keys and duplicate keys anywhere in the tree.
 
     Iterative (no recursion), and each node is visited once however often aliases
-    repeat it, so an alias bomb costs nothing.
+    repeat it, so an alias bomb costs nothing.  ``fail(message, key, node)`` makes
+    the error (the parser's knows which nodes came from overrides).
     """
     seen: set[int] = set()
     stack: list[tuple[Node, str]] = [(root, "")]
@@ -190,9 +194,9 @@ def check_tree(root: Node, source: str) -> None:
         if id(node) in seen:  # an alias of a node already checked
             continue
         seen.add(id(node))
-        _check_tag(node, path, source)
+        _check_tag(node, path, fail)
         if isinstance(node, MappingNode):
-            children = _mapping_children(node, path, source)
+            children = _mapping_children(node, path, fail)
         elif isinstance(node, SequenceNode):
             children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
         else:
@@ -200,7 +204,7 @@ def check_tree(root: Node, source: str) -> None:
         stack.extend(reversed(children))
 
 
-def _check_tag(node: Node, path: str, source: str) -> None:
+def _check_tag(node: Node, path: str, fail: Fail) -> None:
     if isinstance(node, ScalarNode):
         allowed = SCALAR_TAGS
     elif isinstance(node, SequenceNode):
@@ -208,8 +212,7 @@ def _check_tag(node: Node, path: str, source: str) -> None:
     else:
         allowed = {MAP}
     if node.tag not in allowed:
-        raise error(
-            source,
+        raise fail(
             f"Expected plain YAML data. Got the tag {short_tag(node.tag)!r} instead "
             "(tags that build objects are refused, never run).",
             path,
@@ -219,8 +222,7 @@ def _check_tag(node: Node, path: str, source: str) -> None:
         try:
             scalar(node)
         except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
-            raise error(
-                source,
+            raise fail(
                 f"Expected a value of the tag {short_tag(node.tag)!r}. "
                 f"Got {show(node.value)} instead.",
                 path,
@@ -228,14 +230,13 @@ def _check_tag(node: Node, path: str, source: str) -> None:
             ) from None
 
 
-def _mapping_children(node: MappingNode, path: str, source: str) -> list[tuple[Node, str]]:
+def _mapping_children(node: MappingNode, path: str, fail: Fail) -> list[tuple[Node, str]]:
     children: list[tuple[Node, str]] = []
     first_line: dict[str, int] = {}
     previous: tuple[ScalarNode, Node] | None = None
     for key_node, value_node in node.value:
         if key_node.tag == MERGE:
-            raise error(
-                source,
+            raise fail(
                 "YAML merge keys ('<<') are not supported; write the keys out.",
                 path,
                 key_node,
@@ -246,8 +247,7 @@ def _mapping_children(node: MappingNode, path: str, source: str) -> list[tuple[N
                 continue
             shown = describe(key_node)
             hint = flow_comma_hint(node, key_node, value_node, previous)
-            raise error(
-                source,
+            raise fail(
                 f"Expected a text key. Got {shown} instead{hint}"
                 if hint == "."
                 else f"Expected a key. Got the number {shown} instead{hint}",
@@ -257,8 +257,7 @@ def _mapping_children(node: MappingNode, path: str, source: str) -> list[tuple[N
         key = key_node.value
         key_path = join(path, key)
         if key in first_line:
-            raise error(
-                source,
+            raise fail(
                 f"Duplicate key {key!r} (first given on line {first_line[key]}); "
                 "YAML would silently keep only the last one.",
                 key_path,
