@@ -182,19 +182,31 @@ def provenance(plan: Plan) -> dict[str, Any]:
 def create(
     url: str, plan: Plan, *, overwrite: bool = False, storage_options: Mapping[str, Any] | None = None
 ) -> None:
-    """Write the template (metadata, coordinates, empty bookkeeping). Computes nothing."""
+    """Write the template (metadata, coordinates, empty bookkeeping). Computes nothing.
+
+    Raises
+    ------
+    StoreError
+        The location cannot be written: an object store's bucket that does not exist
+        (object stores, unlike folders, are not created on the first write) or no
+        permission. Nothing was written then.
+    """
     dataset, encoding = template(plan)
     dataset.attrs.update(provenance(plan))
     with _consolidated_metadata_accepted():
-        dataset.to_zarr(
-            url,
-            mode="w" if overwrite else "w-",
-            compute=False,
-            encoding=encoding,
-            zarr_format=3,
-            consolidated=True,
-            storage_options=dict(storage_options) if storage_options else None,
-        )
+        try:
+            dataset.to_zarr(
+                url,
+                mode="w" if overwrite else "w-",
+                compute=False,
+                encoding=encoding,
+                zarr_format=3,
+                consolidated=True,
+                storage_options=dict(storage_options) if storage_options else None,
+            )
+        except (FileNotFoundError, PermissionError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise StoreError(f"cannot create the store {url!r}: {reason}") from None
         group = _open_group(url, "r+", storage_options)
         bookkeeping = group.create_group(BOOKKEEPING)
         bookkeeping.attrs["description"] = "diffsweep bookkeeping: 1 where a block is stored"
