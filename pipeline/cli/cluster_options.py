@@ -33,6 +33,7 @@ __all__ = [
     "cluster_options",
     "pop_cluster_options",
     "storage_options_from",
+    "storage_options_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,6 +68,19 @@ cluster_kind_option = click.option(
         "Start workers through a batch system with dask-jobqueue, configured by your "
         "jobqueue.yaml / dask config (jobqueue.<kind>.cores, memory, walltime, queue, ...). "
         "The scheduler runs in this process; see deploy/slurm/."
+    ),
+)
+
+#: ``--storage-option KEY=VALUE`` (repeatable), also for the commands that only read a store
+storage_options_option = click.option(
+    "--storage-option",
+    "storage_option",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help=(
+        "fsspec option for a store URL such as s3://bucket/x.zarr, passed to the workers "
+        "too; repeatable; dotted keys nest (client_kwargs.endpoint_url=http://...). "
+        f"Defaults come from the dask config key {STORAGE_OPTIONS_CONFIG_KEY}."
     ),
 )
 
@@ -131,17 +145,7 @@ _OPTIONS = [
         default=None,
         help="This client's private key, if not inside --tls-cert.",
     ),
-    click.option(
-        "--storage-option",
-        "storage_option",
-        metavar="KEY=VALUE",
-        multiple=True,
-        help=(
-            "fsspec option for a store URL such as s3://bucket/x.zarr, passed to the workers "
-            "too; repeatable; dotted keys nest (client_kwargs.endpoint_url=http://...). "
-            f"Defaults come from the dask config key {STORAGE_OPTIONS_CONFIG_KEY}."
-        ),
-    ),
+    storage_options_option,
 ]
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
+from pipeline.cli.cluster_options import storage_options_from, storage_options_option
 from pipeline.cli.options import debug_option, store_argument
 
 
-def completeness(store: str, ds: object) -> tuple[str | None, str]:
+def completeness(
+    store: str, ds: object, storage_options: Mapping[str, Any] | None = None
+) -> tuple[str | None, str]:
     """(warning or None, one-line description of how complete the store is)."""
     from pipeline import maps
 
@@ -18,7 +23,7 @@ def completeness(store: str, ds: object) -> tuple[str | None, str]:
     try:
         from pipeline.store import completion
 
-        done, blocks = completion(store)
+        done, blocks = completion(store, storage_options)
         text = f"{done} of {blocks} blocks, {runs} computed"
         complete = done == blocks
     except Exception:  # a store without block bookkeeping: judge from the results
@@ -44,9 +49,17 @@ def completeness(store: str, ds: object) -> tuple[str | None, str]:
 )
 @click.option("--html", "write_html", is_flag=True, help="Also write report.html, one self-contained page.")
 @click.option("--dpi", default=100, show_default=True, type=click.IntRange(30, 600), help="Resolution of the PNGs.")
+@storage_options_option
 @debug_option
 def map_command(
-    store: str, out_dir: Path, x_axis: str | None, y_axis: str | None, facet: str | None, write_html: bool, dpi: int
+    store: str,
+    out_dir: Path,
+    x_axis: str | None,
+    y_axis: str | None,
+    facet: str | None,
+    write_html: bool,
+    dpi: int,
+    storage_option: tuple[str, ...],
 ) -> None:
     """Draw the stability maps of the results in STORE into DIR.
 
@@ -63,9 +76,10 @@ def map_command(
     """
     from pipeline import maps, plotting, report
 
-    ds = maps.open_results(store)
+    storage_options = storage_options_from({"storage_option": storage_option})
+    ds = maps.open_results(store, storage_options)
     x, y, facet = maps.resolve_axes(ds, x_axis, y_axis, facet)
-    warning, state = completeness(store, ds)
+    warning, state = completeness(store, ds, storage_options)
     if warning:
         click.echo(f"Warning: {warning}.", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)

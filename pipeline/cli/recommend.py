@@ -6,14 +6,16 @@ import json
 
 import click
 
+from pipeline.cli.cluster_options import storage_options_from, storage_options_option
 from pipeline.cli.options import debug_option, store_argument
 
 
 @click.command(short_help="Print the largest stable step size and cheapest setting per coefficient.")
 @store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per coefficient.")
+@storage_options_option
 @debug_option
-def recommend(store: str, as_json: bool) -> None:
+def recommend(store: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
     """Per coefficient (and per value of any swept model key) in STORE: the largest step
     size stable at every step count against the von Neumann bound, the fewest steps that
     reach equilibrium against the slowest-mode prediction, the cheapest stable setting
@@ -23,13 +25,15 @@ def recommend(store: str, as_json: bool) -> None:
     Example:
       diffsweep recommend schemes.zarr
       diffsweep recommend schemes.zarr --json | jq '.[] | select(.scheme == "ftcs")'
+      diffsweep recommend s3://bucket/schemes.zarr --storage-option anon=true
     """
     from pipeline import maps, report
     from pipeline.cli.map import completeness
 
-    ds = maps.open_results(store)
+    storage_options = storage_options_from({"storage_option": storage_option})
+    ds = maps.open_results(store, storage_options)
     records = maps.recommend(ds)
-    warning, state = completeness(store, ds)
+    warning, state = completeness(store, ds, storage_options)
     if warning:
         click.echo(f"Warning: {warning}.", err=True)
     if as_json:
