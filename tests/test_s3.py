@@ -180,6 +180,7 @@ def test_run_to_s3_reads_back_bit_identical_with_plain_xarray_and_s3fs(
     assert info["statuses"] == 6 * 8 * 3 and info["not_computed"] == 0
 
 
+@pytest.mark.slow
 def test_resume_on_s3_recomputes_exactly_the_unfinished_blocks(
     s3: object,
     s3_store: str,
