@@ -1,14 +1,15 @@
 """Stability maps, boundaries and recommendations: aggregation of a results Dataset.
 
 Every function here is a pure function of an :class:`xarray.Dataset` laid out like a
-results store (see ``docs/architecture.md``): dimensions are the sweep axes — swept
+results store (``docs/architecture.md`` describes the store): dimensions are the sweep axes — swept
 model keys, ``coefficient``, ``step_size`` or ``cfl`` (the *step axis*), ``steps`` —
-and ``status`` holds the stability class of every run at every step count (``-1``
-where the run has not been computed yet).  The functions stay lazy where the store is
-dask-backed; only :func:`recommend` and :func:`maps_dataset` compute, and what they
-compute is small (one value per coefficient, or per coefficient and step size).
+and ``status`` holds the stability class of every run at every step count (``-1``, or
+NaN once decoded through a ``_FillValue``, where the run has not been computed yet).
+The functions stay lazy where the store is dask-backed; only :func:`recommend` and
+:func:`maps_dataset` compute, and what they compute is small (one value per
+coefficient, or per coefficient and step size).
 
-Definitions (also in ``docs/maps.md``):
+Definitions (the README's "Stability maps" section shows them on figures):
 
 * a *setting* (one point of every axis except ``steps``) is **stable** when it has been
   computed and its status is ``equilibrium`` or ``transient`` at every step count;
@@ -21,14 +22,24 @@ Definitions (also in ``docs/maps.md``):
   (:func:`pipeline.numerics.equilibrium_steps`);
 * the **cheapest** setting of a coefficient is the stable one reaching equilibrium in
   the fewest steps (ties: the larger step size).
+
+Examples
+--------
+>>> import xarray as xr
+>>> from pipeline import maps
+>>> status = xr.DataArray([[0, 1], [3, -1]], dims=("coefficient", "step_size"),
+...                       coords={"coefficient": [0.1, 1.0], "step_size": [1e-3, 1e-2]})
+>>> maps.status_names(status).values.tolist()
+[['equilibrium', 'transient'], ['divergent', 'not computed']]
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,21 +47,29 @@ import xarray as xr
 
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import MapError, StoreError
-from pipeline.numerics import Grid, equilibrium_steps, initial_condition, stability_limit
+from pipeline.numerics import equilibrium_steps, initial_condition
+from pipeline.sweep import MODEL_KEYS, STEP_AXES, RunModel
 
 __all__ = [
     "MODEL_KEYS",
     "NOT_COMPUTED_NAME",
     "STATUS_NAMES",
+    "AxisError",
+    "MapAxes",
+    "as_results",
+    "cheapest_setting",
     "computed_runs",
     "equilibration_boundary",
     "maps_dataset",
-    "model_value",
     "open_results",
-    "predicted_equilibrium_cfl",
+    "own_dim",
+    "plot_status",
+    "predicted_steps",
     "recommend",
     "resolve_axes",
+    "run_model",
     "save_maps",
+    "setting_status",
     "stability_boundary",
     "stability_map",
     "status_names",
@@ -60,11 +79,9 @@ __all__ = [
     "theory_max_step_size",
 ]
 
-#: model keys in axis order; each is a coordinate when swept, an attribute otherwise
-MODEL_KEYS = ("scheme", "dims", "cells", "length", "boundary", "initial", "seed")
 #: the name of a missing result (status -1) wherever status is shown by name
 NOT_COMPUTED_NAME = "not computed"
-STEP_AXES = ("step_size", "cfl")
+#: model keys a store written before ``seed`` was recorded may lack, with their value then
 _DEFAULTS = {"seed": 0}
 _NAMES = np.array([NOT_COMPUTED_NAME, *STATUS_NAMES], dtype=object)
 #: attributes carried from the results store into the maps dataset
@@ -83,6 +100,28 @@ PROVENANCE_ATTRS = (
 )
 
 
+class AxisError(MapError, ValueError):
+    """A map axis that the results do not have, or one asked for twice.
+
+    The message names the arguments (``x``, ``y``, ``facet``); :meth:`naming` words it
+    with other names, as the command line does with its flags.
+
+    Parameters
+    ----------
+    template
+        The message, with ``{x}``, ``{y}``, ``{facet}`` where an argument is named.
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.naming())
+
+    def naming(self, names: Mapping[str, str] | None = None) -> str:
+        """The message with each argument called ``names[argument]`` (default: itself)."""
+        names = names or {}
+        return self.template.format(**{a: names.get(a, a) for a in ("x", "y", "facet")})
+
+
 # -- opening and reading a results store ---------------------------------------------------
 
 
@@ -99,9 +138,7 @@ def open_results(store: str, storage_options: Mapping[str, Any] | None = None) -
     Returns
     -------
     xarray.Dataset
-        The store as :func:`xarray.open_zarr` opens it, with ``status`` normalised
-        (see :func:`status_names` for the class names) and the step axis and ``steps``
-        in increasing order.
+        The store as :func:`xarray.open_zarr` opens it, normalised by :func:`as_results`.
 
     Raises
     ------
@@ -121,11 +158,21 @@ def open_results(store: str, storage_options: Mapping[str, Any] | None = None) -
         raise StoreError(f"{store!r} cannot be opened as a zarr store: {reason}") from None
     if "sweep_hash" not in dataset.attrs or "status" not in dataset.data_vars:
         raise StoreError(f"{store!r} is not a diffsweep results store (no sweep_hash attribute or status)")
-    return _results(dataset)
+    return as_results(dataset)
 
 
-def _results(ds: xr.Dataset) -> xr.Dataset:
-    """Check the layout, make ``status`` int8 with -1 for missing, sort the step axes."""
+def as_results(ds: xr.Dataset) -> xr.Dataset:
+    """Check that ``ds`` is laid out like results; ``status`` int8 (-1 missing), step axes sorted.
+
+    Accepts a Dataset from :func:`open_results` (returned as it is) or from plain
+    :func:`xarray.open_zarr`, whose ``status`` may be float with NaN where a
+    ``_FillValue`` masked the runs not computed.
+
+    Raises
+    ------
+    MapError
+        ``ds`` has no ``status`` variable or no step axis.
+    """
     if "status" not in ds.data_vars:
         raise MapError("the dataset has no 'status' variable: it is not diffsweep results")
     status = ds["status"]
@@ -153,31 +200,83 @@ def step_axis(ds: xr.Dataset) -> str:
     raise MapError(f"the results have neither a step_size nor a cfl axis (axes: {', '.join(sweep_axes(ds))})")
 
 
-def model_value(ds: xr.Dataset, key: str) -> Any:
-    """A model key's value: the coordinate when it was swept, else the attribute.
+def _python(value: Any) -> Any:
+    """numpy scalars (and numpy strings) → plain Python values."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)
+    return value
 
-    Returns
-    -------
-    xarray.DataArray or scalar
-        A 1-D coordinate for a swept key; a plain Python value for a fixed one.
+
+def run_model(ds: xr.Dataset) -> RunModel:
+    """The model of the runs in ``ds``, read from its coordinates and attributes.
+
+    A swept model key must be selected down to one value first (``ds.sel(scheme="ftcs")``);
+    a fixed one is an attribute of the results.
+
+    Raises
+    ------
+    MapError
+        A model key is still an axis of ``ds``, or is neither a coordinate nor an attribute.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset(coords={"cells": [32, 64]},
+    ...                 attrs={"scheme": "ftcs", "dims": 2, "length": 1.0, "boundary": "neumann",
+    ...                        "initial": "step", "seed": 0})
+    >>> model = run_model(ds.sel(cells=64))
+    >>> model.cells, model.dx, model.stability_limit
+    (64, 0.015625, 0.25)
     """
-    if key in ds["status"].dims:
-        return ds[key]
-    if key in ds.coords and ds[key].ndim == 0:  # a swept key selected down to one value
-        return _python(ds[key].values)
-    if key in ds.attrs:
-        return _python(ds.attrs[key])
-    if key in _DEFAULTS:
-        return _DEFAULTS[key]
-    raise MapError(f"model key {key!r} is neither a sweep axis nor an attribute of the results")
+    still_swept = [key for key in MODEL_KEYS if key in ds.dims]
+    if still_swept:
+        raise MapError(f"select one value of {', '.join(still_swept)} first: each is an axis of the results")
+    values: dict[str, Any] = {}
+    for key in MODEL_KEYS:
+        if key in ds.coords:
+            values[key] = _python(ds[key].values)
+        elif key in ds.attrs:
+            values[key] = _python(ds.attrs[key])
+        elif key in _DEFAULTS:
+            values[key] = _DEFAULTS[key]
+        else:
+            raise MapError(f"model key {key!r} is neither a coordinate nor an attribute of the results")
+    return RunModel.from_mapping(values)
 
 
-def status_names(ds: xr.Dataset | xr.DataArray) -> xr.DataArray:
+def _per_model(
+    ds: xr.Dataset,
+    values: xr.DataArray,
+    func: Callable[[RunModel, np.ndarray], np.ndarray],
+    keys: tuple[str, ...] = MODEL_KEYS,
+) -> xr.DataArray:
+    """``func(model, part of values)`` for every combination of the swept model ``keys``.
+
+    ``values`` is broadcast against the swept keys first; the result has its shape.
+    """
+    swept = [key for key in keys if key in ds["status"].dims]
+    frame = xr.Dataset(coords={key: ds[key] for key in swept}, attrs=ds.attrs)
+    base = _strip(values).astype(float)
+    for key in swept:
+        base = base.broadcast_like(ds[key])
+    base = base.transpose(*swept, ...).compute()
+    out = np.full(base.shape, np.nan)
+    for index in np.ndindex(*(base.sizes[key] for key in swept)):
+        model = run_model(frame.isel(dict(zip(swept, index, strict=True))))
+        out[index] = func(model, base.values[index])
+    return base.copy(data=out)
+
+
+def status_names(status: xr.Dataset | xr.DataArray) -> xr.DataArray:
     """The stability class of every result by name (``"not computed"`` for missing ones).
 
     Accepts a results Dataset or its ``status`` DataArray; lazy over dask.
     """
-    status = ds["status"] if isinstance(ds, xr.Dataset) else ds
+    status = status["status"] if isinstance(status, xr.Dataset) else status
     if status.dtype.kind == "f":
         status = status.fillna(NOT_COMPUTED)
 
@@ -190,79 +289,183 @@ def status_names(ds: xr.Dataset | xr.DataArray) -> xr.DataArray:
 
 def computed_runs(ds: xr.Dataset) -> tuple[int, int]:
     """(runs computed, runs in the sweep); a run is one setting with all its step counts."""
-    ds = _results(ds)
+    ds = as_results(ds)
     computed = (ds["status"] >= 0).any("steps")
     return int(computed.sum().compute()), int(computed.size)
 
 
+#: derived coordinates and the dimension each stands for on a map (``None``: the step axis)
+_OWN_DIMS: dict[str, str | None] = {"cfl": None, "step_size": None, "time": "steps"}
+
+
+def own_dim(name: str, dims: Sequence[str]) -> str:
+    """The dimension a coordinate runs along on a map: itself for a sweep axis, the step
+    axis for a derived ``cfl``/``step_size``, ``steps`` for ``time``.
+
+    Examples
+    --------
+    >>> own_dim("cfl", ("coefficient", "step_size", "steps")), own_dim("time", ("cfl", "steps"))
+    ('step_size', 'steps')
+    """
+    if name in dims:
+        return name
+    own = _OWN_DIMS.get(name, "")
+    if own is None:
+        own = next((d for d in STEP_AXES if d in dims), "")
+    if own not in dims:
+        raise MapError(f"{name!r} runs along none of the dimensions {', '.join(dims)}")
+    return own
+
+
+@dataclass(frozen=True)
+class MapAxes:
+    """What a set of maps shows: built by :func:`resolve_axes`.
+
+    Attributes
+    ----------
+    x, y
+        Coordinates on the horizontal and vertical axis: sweep axes or coordinates
+        derived over them (``cfl``, ``step_size``, ``time``).
+    x_dim, y_dim
+        The dimensions they run along (:func:`own_dim`).
+    facet
+        One map per value of this sweep axis, side by side in the overview; ``None``
+        for none.
+    panels
+        The other sweep axes not on the map: one map per combination of their values.
+    collapsed_steps
+        ``steps`` is neither on the map nor a facet (``facet="none"``): each setting is
+        shown by its class over all step counts (:func:`setting_status`).
+    """
+
+    x: str
+    y: str
+    x_dim: str
+    y_dim: str
+    facet: str | None
+    panels: tuple[str, ...]
+    collapsed_steps: bool
+
+
 def resolve_axes(
     ds: xr.Dataset, x: str | None = None, y: str | None = None, facet: str | None = None
-) -> tuple[str, str, str | None]:
-    """Fill in default map axes and check them against the sweep's axes.
+) -> MapAxes:
+    """Fill in default map axes and check them against the results.
 
-    Defaults: ``x`` the step axis, ``y`` ``coefficient`` (the step axis when ``x`` is
-    ``coefficient``), ``facet`` ``steps`` (or the first axis left over when ``steps``
-    is on the map). ``facet="none"`` draws no facets.
+    ``x`` and ``y`` may be any coordinate of the results along the sweep axes: an axis,
+    or a derived coordinate (``cfl`` on a step-size sweep, ``step_size`` on a CFL
+    sweep, ``time``), drawn on its own 2-D grid. Defaults: ``x`` the step axis, ``y``
+    ``coefficient`` (the step axis when ``x`` is ``coefficient``), ``facet`` ``steps``
+    (or the first axis left over when ``steps`` is on the map). ``facet="none"``
+    draws no facets: ``steps``, when not on the map, is then summarised per setting
+    by :func:`setting_status`.
 
     Raises
     ------
-    MapError
-        An axis that is not a sweep axis, or the same axis twice.
+    AxisError
+        An axis the results do not have, two axes along one dimension, or a facet that
+        is not a sweep axis or is already on the map.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"status": (("coefficient", "step_size", "steps"), [[[0]]])},
+    ...                 coords={"coefficient": [1.0], "step_size": [1e-3], "steps": [10]})
+    >>> ds = ds.assign_coords(cfl=ds.coefficient * ds.step_size / 0.01)
+    >>> axes = resolve_axes(ds, x="cfl", facet="none")
+    >>> axes.x, axes.x_dim, axes.y, axes.facet, axes.collapsed_steps
+    ('cfl', 'step_size', 'coefficient', None, True)
     """
-    axes = sweep_axes(ds)
+    dims = sweep_axes(ds)
     axis = step_axis(ds)
+    plottable = [*dims, *(str(c) for c in ds.coords if c not in dims and set(ds[c].dims) <= set(dims) and ds[c].ndim)]
+    for argument, name in (("x", x), ("y", y)):
+        if name is not None and name not in plottable:
+            raise AxisError(f"unknown axis {name!r} for {{{argument}}}; the axes of this sweep are {', '.join(plottable)}")
     x = x or axis
+    x_dim = own_dim(x, dims)
     if y is None:
-        y = axis if x == "coefficient" else "coefficient"
-    for option, name in (("x", x), ("y", y), ("facet", facet)):
-        if name is not None and name != "none" and name not in axes:
-            raise MapError(
-                f"unknown axis {name!r} for --{option}; the axes of this sweep are {', '.join(axes)}"
-            )
+        y = axis if x_dim == "coefficient" else "coefficient"
+    y_dim = own_dim(y, dims)
     if x == y:
-        raise MapError(f"--x and --y are both {x!r}; choose two different axes")
+        raise AxisError(f"{{x}} and {{y}} are both {x!r}; choose two different axes")
+    if x_dim == y_dim:
+        raise AxisError(f"{{x}} {x!r} and {{y}} {y!r} both run along {x_dim!r}; choose axes along two dimensions")
+    rest = [d for d in dims if d not in (x_dim, y_dim)]
     if facet == "none":
-        return x, y, None
-    if facet is None:
-        rest = [a for a in axes if a not in (x, y)]
+        facet = None
+    elif facet is None:
         facet = "steps" if "steps" in rest else (rest[0] if rest else None)
-    elif facet in (x, y):
-        raise MapError(f"--facet {facet!r} is already on the map (x={x!r}, y={y!r})")
-    return x, y, facet
+    elif facet in (x_dim, y_dim):
+        raise AxisError(f"{{facet}} {facet!r} is already on the map (x={x!r}, y={y!r})")
+    elif facet not in dims:
+        raise AxisError(f"unknown axis {facet!r} for {{facet}}; the sweep axes are {', '.join(dims)}")
+    collapsed = facet is None and "steps" in rest
+    panels = tuple(d for d in rest if d != facet and not (collapsed and d == "steps"))
+    return MapAxes(x, y, x_dim, y_dim, facet, panels, collapsed)
 
 
 # -- maps ------------------------------------------------------------------------------------
 
 
+def setting_status(ds: xr.Dataset) -> xr.DataArray:
+    """The class of each setting over all its step counts (no ``steps`` dimension).
+
+    The worst unstable class (``divergent`` over ``oscillating``) if the setting is
+    unstable at some step count, else its class at the last step count (``equilibrium``
+    if it got there); -1 where not computed.
+    """
+    ds = as_results(ds)
+    status = ds["status"]
+    unstable = (status >= 2).any("steps")
+    last = status.isel(steps=-1, drop=True)
+    summary = xr.where(unstable, status.max("steps"), last).astype(np.int8)
+    summary = summary.drop_vars([c for c in summary.coords if "steps" in ds[c].dims], errors="ignore")
+    return summary.rename("status").assign_attrs(
+        long_name="stability class over all step counts (worst unstable class, else the class at the last one)",
+        flag_values=[-1, 0, 1, 2, 3],
+        flag_meanings="not_computed " + " ".join(STATUS_NAMES),
+    )
+
+
 def stability_map(
-    ds: xr.Dataset, x: str | None = "step_size", y: str | None = "coefficient", facet: str | None = "steps"
+    ds: xr.Dataset, x: str | None = None, y: str | None = None, facet: str | None = "steps"
 ) -> xr.DataArray:
-    """The categorical stability map: ``status`` ordered ``(*other axes, facet, y, x)``.
+    """The categorical stability map: classes ordered ``(*panels, facet, y_dim, x_dim)``.
 
     Parameters
     ----------
     ds
         Results Dataset.
     x, y, facet
-        Sweep axes (see :func:`resolve_axes`; ``x="step_size"`` also means the ``cfl``
-        axis of a sweep given in CFL numbers).
+        As for :func:`resolve_axes` (``facet=None`` is ``"none"`` here); ``"step_size"``
+        also means the ``cfl`` axis of a sweep given in CFL numbers when no derived
+        ``step_size`` coordinate exists.
 
     Returns
     -------
     xarray.DataArray
-        int8 classes 0..3 (``STATUS_NAMES``), -1 where not computed; attributes
-        ``map_x``, ``map_y``, ``map_facet`` name the axes.
+        int8 classes 0..3 (``STATUS_NAMES``), -1 where not computed, with the derived
+        coordinates; attributes ``map_x``, ``map_y``, ``map_facet`` name the axes.
+        Without a facet and with ``steps`` off the map, the classes are those of
+        :func:`setting_status`.
     """
-    ds = _results(ds)
-    if x in STEP_AXES:
-        x = step_axis(ds)
-    if y in STEP_AXES:
-        y = step_axis(ds)
-    x, y, facet = resolve_axes(ds, x, y, facet if facet is not None else "none")
-    on_map = [a for a in (facet, y, x) if a is not None]
-    others = [a for a in sweep_axes(ds) if a not in on_map]
-    status = ds["status"].transpose(*others, *on_map)
-    return status.assign_attrs(map_x=x, map_y=y, map_facet=facet or "")
+    ds = as_results(ds)
+    axes = resolve_axes(ds, x, y, facet if facet is not None else "none")
+    status = setting_status(ds) if axes.collapsed_steps else ds["status"]
+    order = [*axes.panels, *([axes.facet] if axes.facet else []), axes.y_dim, axes.x_dim]
+    return status.transpose(*order).assign_attrs(map_x=axes.x, map_y=axes.y, map_facet=axes.facet or "")
+
+
+def plot_status(status: xr.DataArray, x: str | None = None, y: str | None = None, **kwargs: Any) -> Any:
+    """Draw a 2-D selection of ``status`` as a categorical map; see :func:`pipeline.plotting.plot_status`.
+
+    Works on plain :func:`xarray.open_zarr` data, e.g.
+    ``plot_status(ds.status.sel(steps=1000))``.
+    """
+    from pipeline import plotting
+
+    return plotting.plot_status(status, x=x, y=y, **kwargs)
 
 
 def _stable_setting(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
@@ -307,7 +510,7 @@ def stability_boundary(ds: xr.Dataset) -> xr.Dataset:
         computed results that are equilibrium or transient) and ``computed_fraction``
         (share of the settings computed).
     """
-    ds = _results(ds)
+    ds = as_results(ds)
     axis = step_axis(ds)
     computed, unstable, stable = _stable_setting(ds)
     position = ds[axis]
@@ -344,7 +547,11 @@ def stability_boundary(ds: xr.Dataset) -> xr.Dataset:
         "theory_max_cfl": "von Neumann bound on r (FTCS 1/(2 dims); NaN: unconditionally stable)",
         "theory_max_step_size": "von Neumann bound on the step size, r* dx^2 / D (NaN: unconditionally stable)",
     }
-    for name, text in attrs.items():
+    return _with_long_names(result, attrs)
+
+
+def _with_long_names(result: xr.Dataset, texts: Mapping[str, str]) -> xr.Dataset:
+    for name, text in texts.items():
         result[name].attrs["long_name"] = text
     return result
 
@@ -359,102 +566,71 @@ def _broadcast_to(value: xr.DataArray | float, like: xr.Dataset) -> xr.DataArray
 # -- theory ---------------------------------------------------------------------------------
 
 
-def _python(value: Any) -> Any:
-    """numpy scalars (and numpy strings) → plain Python values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, str):
-        return str(value)
-    return value
+def theory_max_cfl(ds: xr.Dataset) -> xr.DataArray:
+    """The von Neumann bound on ``r = D dt / dx²`` (NaN for unconditionally stable schemes).
 
-
-def _model_apply(
-    ds: xr.Dataset,
-    keys: tuple[str, ...],
-    template: xr.DataArray | float,
-    func: Callable[[dict[str, Any], np.ndarray], np.ndarray],
-) -> xr.DataArray | float:
-    """Apply ``func(model, values)`` for each combination of the swept ``keys``.
-
-    ``model`` holds the value of every key in ``keys``; ``values`` the part of
-    ``template`` (broadcast against the swept keys) that belongs to that combination.
+    A 0-d DataArray, or one over the swept ``scheme``/``dims``.
     """
-    swept = [k for k in keys if k in ds["status"].dims]
-    fixed = {k: model_value(ds, k) for k in keys if k not in swept}
-    if not swept and not isinstance(template, xr.DataArray):
-        return float(np.asarray(func(fixed, np.asarray(template, dtype=float))))
-    base = template if isinstance(template, xr.DataArray) else xr.DataArray(float(template))
-    base = _strip(base).astype(float)
-    for key in swept:
-        base = base.broadcast_like(ds[key])
-    base = base.transpose(*swept, ...).compute()
-    out = np.full(base.shape, np.nan)
-    for index in np.ndindex(*(base.sizes[k] for k in swept)):
-        model = dict(fixed)
-        model.update({k: _python(ds[k].values[i]) for k, i in zip(swept, index, strict=True)})
-        out[index] = func(model, base.values[index])
-    return base.copy(data=out)
 
-
-def theory_max_cfl(ds: xr.Dataset) -> xr.DataArray | float:
-    """The von Neumann bound on ``r = D dt / dx²`` (NaN for unconditionally stable schemes)."""
-
-    def limit(model: dict[str, Any], values: np.ndarray) -> np.ndarray:
-        bound = stability_limit(str(model["scheme"]), int(model["dims"]))
+    def limit(model: RunModel, values: np.ndarray) -> np.ndarray:
+        bound = model.stability_limit
         return np.full(np.shape(values), np.nan if bound is None else bound)
 
-    return _model_apply(ds, ("scheme", "dims"), 0.0, limit)
+    return _per_model(ds, xr.DataArray(0.0), limit, keys=("scheme", "dims"))
 
 
 def theory_max_step_size(ds: xr.Dataset) -> xr.DataArray:
     """The von Neumann bound on the step size, ``Δt* = r*·Δx²/D`` per coefficient."""
 
-    def limit(model: dict[str, Any], coefficient: np.ndarray) -> np.ndarray:
-        bound = stability_limit(str(model["scheme"]), int(model["dims"]))
+    def limit(model: RunModel, coefficient: np.ndarray) -> np.ndarray:
+        bound = model.stability_limit
         if bound is None:
             return np.full(np.shape(coefficient), np.nan)
-        dx = float(model["length"]) / int(model["cells"])
-        return bound * dx**2 / coefficient
+        return bound * model.dx**2 / coefficient
 
-    result = _model_apply(ds, ("scheme", "dims", "cells", "length"), ds["coefficient"], limit)
-    assert isinstance(result, xr.DataArray)
-    return result
+    return _per_model(ds, ds["coefficient"], limit, keys=("scheme", "dims", "cells", "length"))
 
 
-def _initial(model: dict[str, Any]) -> tuple[Grid, np.ndarray]:
-    grid = Grid(dims=int(model["dims"]), cells=int(model["cells"]), length=float(model["length"]))
-    return grid, initial_condition(str(model["initial"]), grid, seed=int(model.get("seed", 0)))
+@lru_cache(maxsize=64)
+def _initial(model: RunModel) -> np.ndarray:
+    initial = initial_condition(model.initial, model.grid, seed=model.seed)
+    initial.flags.writeable = False  # cached: shared by every caller
+    return initial
 
 
-def _predicted_steps(ds: xr.Dataset, cfl: xr.DataArray) -> xr.DataArray:
-    tolerance = float(ds.attrs.get("tolerance", 1e-3))
+def predicted_steps(model: RunModel, cfl: np.ndarray | float, tolerance: float) -> np.ndarray:
+    """Steps to equilibrium that the slowest Laplacian mode predicts, for each CFL number.
 
-    def steps(model: dict[str, Any], r: np.ndarray) -> np.ndarray:
-        grid, initial = _initial(model)
-        return np.asarray(
-            equilibrium_steps(str(model["scheme"]), str(model["boundary"]), grid, initial, np.asarray(r), tolerance),
-            dtype=float,
-        )
+    Parameters
+    ----------
+    model
+        The run model (scheme, grid, boundary, initial condition).
+    cfl
+        ``r = D dt / dx²``, any shape.
+    tolerance
+        The equilibrium tolerance of the sweep's criteria.
 
-    result = _model_apply(ds, MODEL_KEYS, cfl, steps)
-    assert isinstance(result, xr.DataArray)
-    return result
+    Returns
+    -------
+    numpy.ndarray
+        float64 counts shaped like ``cfl``; NaN where the run never equilibrates
+        (FTCS beyond its bound).
 
-
-def predicted_equilibrium_cfl(model: Mapping[str, Any], steps: int, tolerance: float) -> float:
-    """Smallest ``r`` that the slowest-mode prediction says reaches equilibrium in ``steps``.
-
-    NaN when no stable ``r`` does (FTCS capped by its bound, or ``steps`` too few).
-    Used to draw the predicted equilibration frontier on step-size maps.
+    Examples
+    --------
+    >>> model = RunModel(scheme="ftcs", dims=1, cells=32, length=1.0,
+    ...                  boundary="neumann", initial="step", seed=0)
+    >>> predicted_steps(model, [0.25, 0.5, 0.6], 1e-3).tolist()
+    [2678.0, 1338.0, nan]
     """
-    grid, initial = _initial(dict(model))
-    r = np.geomspace(1e-8, 1e4, 1201)
-    predicted = np.asarray(
-        equilibrium_steps(str(model["scheme"]), str(model["boundary"]), grid, initial, r, tolerance),
+    return np.asarray(
+        equilibrium_steps(model.scheme, model.boundary, model.grid, _initial(model), np.asarray(cfl, float), tolerance),
         dtype=float,
     )
-    reached = np.isfinite(predicted) & (predicted <= steps)
-    return float(r[np.argmax(reached)]) if reached.any() else math.nan
+
+
+def _tolerance(ds: xr.Dataset) -> float:
+    return float(ds.attrs.get("tolerance", 1e-3))
 
 
 def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
@@ -471,12 +647,13 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
         at or above the prediction; NaN beyond the grid), ``stable`` (1 where the setting
         is stable at every step count, 0 where not, -1 where not computed).
     """
-    ds = _results(ds)
+    ds = as_results(ds)
     computed, _, stable = _stable_setting(ds)
     steps = ds["steps"]
     reached = (ds["status"] == 0) & stable
     observed = _masked_extreme(steps.astype(float), reached, "steps", largest=False)
-    predicted = _predicted_steps(ds, ds["cfl"])
+    tolerance = _tolerance(ds)
+    predicted = _per_model(ds, ds["cfl"], lambda model, r: predicted_steps(model, r, tolerance))
     grid_values = np.sort(steps.values.astype(float))
 
     def on_grid(values: np.ndarray) -> np.ndarray:
@@ -515,6 +692,56 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
     return result
 
 
+def cheapest_setting(ds: xr.Dataset, equilibration: xr.Dataset | None = None) -> xr.Dataset:
+    """The stable setting reaching equilibrium in the fewest steps, per coefficient.
+
+    Ties (several step sizes first at equilibrium at the same step count) go to the
+    larger step size.
+
+    Parameters
+    ----------
+    ds
+        Results Dataset.
+    equilibration
+        :func:`equilibration_boundary` of ``ds``, if already computed.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions: every sweep axis but the step axis and ``steps``. Variables
+        ``cheapest_step_size``, ``cheapest_cfl``, ``min_steps_to_equilibrium`` and
+        ``cheapest_predicted_steps`` (the slowest-mode prediction at that setting); NaN
+        where no stable setting reaches equilibrium.
+    """
+    ds = as_results(ds)
+    axis = step_axis(ds)
+    if equilibration is None:
+        equilibration = equilibration_boundary(ds)
+    observed = equilibration["steps_to_equilibrium"]
+    fewest = _masked_extreme(observed, observed.notnull(), axis, largest=False)
+    step_size = _strip(ds["step_size"]).broadcast_like(observed)
+    at_fewest = observed == fewest  # NaN never compares equal
+    size = _masked_extreme(step_size, at_fewest, axis, largest=True)
+    chosen = at_fewest & (step_size == size)
+    cfl = _strip(ds["cfl"]).broadcast_like(observed)
+    predicted = equilibration["predicted_steps_to_equilibrium"]
+    result = xr.Dataset(
+        {
+            "cheapest_step_size": size,
+            "cheapest_cfl": _masked_extreme(cfl, chosen, axis, largest=True),
+            "min_steps_to_equilibrium": fewest,
+            "cheapest_predicted_steps": _masked_extreme(predicted, chosen & predicted.notnull(), axis, largest=True),
+        }
+    )
+    texts = {
+        "cheapest_step_size": "cheapest stable step size reaching equilibrium (ties: larger step size)",
+        "cheapest_cfl": "CFL number of cheapest_step_size",
+        "min_steps_to_equilibrium": "fewest steps at which a stable setting reaches equilibrium (the cheapest setting's steps)",
+        "cheapest_predicted_steps": "steps to equilibrium the slowest mode predicts at the cheapest setting",
+    }
+    return _with_long_names(result, texts)
+
+
 # -- recommendations ----------------------------------------------------------------------------
 
 
@@ -523,12 +750,27 @@ def _number(value: Any) -> float | int | None:
     value = _python(value)
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
         return value
     value = float(value)
-    return None if not math.isfinite(value) else value
+    return None if not np.isfinite(value) else value
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+#: recommendation fields read from :func:`stability_boundary`, in record order
+_BOUNDARY_FIELDS = (
+    "max_stable_step_size",
+    "first_unstable_step_size",
+    "theory_max_step_size",
+    "max_stable_cfl",
+    "theory_max_cfl",
+)
 
 
 def recommend(ds: xr.Dataset) -> list[dict[str, Any]]:
@@ -542,57 +784,32 @@ def recommend(ds: xr.Dataset) -> list[dict[str, Any]]:
         ``theory_max_step_size`` (None for implicit schemes), ``max_stable_cfl``,
         ``theory_max_cfl``, ``min_steps_to_equilibrium`` (None if no stable setting
         reaches equilibrium), ``predicted_steps_to_equilibrium`` (at the cheapest step
-        size), ``cheapest`` (``{"step_size", "cfl", "steps"}`` or None: the stable setting
-        reaching equilibrium in the fewest steps, ties broken towards the larger step
-        size), ``stable_fraction`` and ``computed_fraction``. Missing values are None.
+        size), ``cheapest`` (``{"step_size", "cfl", "steps"}`` or None: see
+        :func:`cheapest_setting`), ``stable_fraction`` and ``computed_fraction``.
+        Missing values are None.
     """
-    ds = _results(ds)
+    ds = as_results(ds)
     axis = step_axis(ds)
-    boundary = stability_boundary(ds).compute()
-    equilibration = equilibration_boundary(ds).compute()
-    step_size = _strip(ds["step_size"]).broadcast_like(equilibration["stable"]).compute()
-    cfl = _strip(ds["cfl"]).broadcast_like(equilibration["stable"]).compute()
+    boundary = stability_boundary(ds)
+    cheapest = cheapest_setting(ds)
+    table = xr.merge([boundary, cheapest]).compute()
     group_dims = [d for d in sweep_axes(ds) if d not in (axis, "steps")]
-    shape = [boundary.sizes[d] for d in group_dims]
     records = []
-    for index in np.ndindex(*shape):
-        where = dict(zip(group_dims, index, strict=True))
-        record: dict[str, Any] = {
-            d: _python(ds[d].values[i]) for d, i in where.items() if d != "coefficient"
+    for index in np.ndindex(*(table.sizes[d] for d in group_dims)):
+        row = table.isel(dict(zip(group_dims, index, strict=True)))
+        record: dict[str, Any] = {d: _python(row[d].values) for d in group_dims if d != "coefficient"}
+        record["coefficient"] = _python(row["coefficient"].values)
+        record.update({name: _number(row[name].values) for name in _BOUNDARY_FIELDS})
+        steps = _count(row["min_steps_to_equilibrium"].values)
+        record["min_steps_to_equilibrium"] = steps
+        record["predicted_steps_to_equilibrium"] = _count(row["cheapest_predicted_steps"].values)
+        record["cheapest"] = None if steps is None else {
+            "step_size": _number(row["cheapest_step_size"].values),
+            "cfl": _number(row["cheapest_cfl"].values),
+            "steps": steps,
         }
-        record["coefficient"] = _python(ds["coefficient"].values[where["coefficient"]])
-        here = boundary.isel(where)
-        for name in (
-            "max_stable_step_size",
-            "first_unstable_step_size",
-            "theory_max_step_size",
-            "max_stable_cfl",
-            "theory_max_cfl",
-        ):
-            record[name] = _number(here[name].values)
-        line = equilibration.isel(where)
-        observed = line["steps_to_equilibrium"].transpose(axis).values
-        sizes = step_size.isel(where).transpose(axis).values
-        numbers = cfl.isel(where).transpose(axis).values
-        cheapest = None
-        predicted = None
-        fewest = None
-        if np.isfinite(observed).any():
-            fewest = float(np.nanmin(observed))
-            candidates = np.flatnonzero(observed == fewest)
-            best = candidates[np.argmax(sizes[candidates])]
-            cheapest = {
-                "step_size": _number(sizes[best]),
-                "cfl": _number(numbers[best]),
-                "steps": int(fewest),
-            }
-            predicted = _number(line["predicted_steps_to_equilibrium"].transpose(axis).values[best])
-            predicted = None if predicted is None else int(predicted)
-        record["min_steps_to_equilibrium"] = None if fewest is None else int(fewest)
-        record["predicted_steps_to_equilibrium"] = predicted
-        record["cheapest"] = cheapest
-        record["stable_fraction"] = _number(here["stable_fraction"].values)
-        record["computed_fraction"] = _number(here["computed_fraction"].values)
+        record["stable_fraction"] = _number(row["stable_fraction"].values)
+        record["computed_fraction"] = _number(row["computed_fraction"].values)
         records.append(record)
     return records
 
@@ -604,15 +821,15 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     """Everything the maps show, as one small in-memory Dataset (saved as ``maps.zarr``).
 
     Holds ``status`` (the categorical maps, int8, -1 not computed), the
-    :func:`stability_boundary` and :func:`equilibration_boundary` variables, and the
-    cheapest setting per coefficient (``cheapest_step_size`` and
-    ``min_steps_to_equilibrium``), with the derived ``cfl``/``step_size`` coordinates and
-    the store's provenance attributes.
+    :func:`stability_boundary`, :func:`equilibration_boundary` and
+    :func:`cheapest_setting` variables, with the derived ``cfl``/``step_size``
+    coordinates and the store's provenance attributes.
     """
-    ds = _results(ds)
+    ds = as_results(ds)
     axis = step_axis(ds)
     boundary = stability_boundary(ds).compute()
     equilibration = equilibration_boundary(ds).compute()
+    cheapest = cheapest_setting(ds, equilibration).compute()
     axes = sweep_axes(ds)
     status = ds["status"].compute()
     status = status.reset_coords(drop=True).assign_attrs(
@@ -622,13 +839,10 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
             "flag_meanings": "not_computed " + " ".join(STATUS_NAMES),
         }
     )
-    cheapest_size, cheapest_steps = _cheapest_arrays(ds, equilibration, axis)
     result = xr.Dataset(
-        {"status": status, **boundary.data_vars, **equilibration.data_vars},
+        {"status": status, **boundary.data_vars, **equilibration.data_vars, **cheapest.data_vars},
         coords={a: ds[a].values for a in axes},
     )
-    result["cheapest_step_size"] = cheapest_size
-    result["min_steps_to_equilibrium"] = cheapest_steps
     derived = "cfl" if axis == "step_size" else "step_size"
     result = result.assign_coords({derived: _strip(ds[derived]).compute()})
     for name in axes:
@@ -640,22 +854,6 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     result.attrs["runs_computed"] = computed
     result.attrs["runs_total"] = total
     return result
-
-
-def _cheapest_arrays(
-    ds: xr.Dataset, equilibration: xr.Dataset, axis: str
-) -> tuple[xr.DataArray, xr.DataArray]:
-    observed = equilibration["steps_to_equilibrium"]
-    fewest = _masked_extreme(observed, np.isfinite(observed), axis, largest=False)
-    sizes = _strip(ds["step_size"]).broadcast_like(observed).compute()
-    at_fewest = observed == fewest  # NaN never compares equal
-    size = _masked_extreme(sizes, at_fewest, axis, largest=True)
-    size.attrs["long_name"] = "cheapest stable step size reaching equilibrium (ties: larger step size)"
-    steps = _strip(fewest).assign_attrs(
-        long_name="fewest steps at which a stable setting reaches equilibrium (the cheapest setting's steps)"
-    )
-    return size, steps
-
 
 
 def save_maps(maps: xr.Dataset, path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> None:

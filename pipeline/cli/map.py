@@ -10,6 +10,10 @@ import click
 
 from pipeline.cli.cluster_options import storage_options_from, storage_options_option
 from pipeline.cli.options import debug_option, store_argument
+from pipeline.errors import MapError
+
+#: the library's argument names, as this command's flags
+FLAGS = {"x": "--x", "y": "--y", "facet": "--facet"}
 
 
 def completeness(
@@ -41,11 +45,16 @@ def completeness(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the figures, summary table and maps dataset (created).",
 )
-@click.option("--x", "x_axis", metavar="AXIS", default=None, help="Horizontal axis (default: step_size or cfl).")
-@click.option("--y", "y_axis", metavar="AXIS", default=None, help="Vertical axis (default: coefficient).")
+@click.option(
+    "--x", "x_axis", metavar="COORD", default=None,
+    help="Horizontal axis: a sweep axis or a coordinate derived from them, such as cfl or time "
+    "(default: step_size or cfl, whichever the sweep gives).",
+)
+@click.option("--y", "y_axis", metavar="COORD", default=None, help="Vertical axis, as for --x (default: coefficient).")
 @click.option(
     "--facet", metavar="AXIS", default=None,
-    help="One map per value of this axis (default: steps; 'none' for a single map).",
+    help="One map per value of this sweep axis, side by side in the overview (default: steps); "
+    "'none' for no facet: each setting then shows its class over all step counts.",
 )
 @click.option("--html", "write_html", is_flag=True, help="Also write report.html, one self-contained page.")
 @click.option("--dpi", default=100, show_default=True, type=click.IntRange(30, 600), help="Resolution of the PNGs.")
@@ -78,13 +87,16 @@ def map_command(
 
     storage_options = storage_options_from({"storage_option": storage_option})
     ds = maps.open_results(store, storage_options)
-    x, y, facet = maps.resolve_axes(ds, x_axis, y_axis, facet)
+    try:
+        axes = maps.resolve_axes(ds, x_axis, y_axis, facet)
+    except maps.AxisError as error:
+        raise MapError(error.naming(FLAGS)) from None
     warning, state = completeness(store, ds, storage_options)
     if warning:
         click.echo(f"Warning: {warning}.", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = maps.recommend(ds)
-    images = plotting.write_figures(ds, out_dir, x, y, facet, note=warning, records=records, dpi=dpi)
+    images = plotting.write_figures(ds, out_dir, axes, note=warning, records=records, dpi=dpi)
     name = ds.attrs.get("sweep_name", "")
     header = [f"diffsweep recommendations: {name}", f"store: {store} ({state})"]
     written = [
