@@ -1,45 +1,57 @@
-"""Figures of the stability maps (matplotlib, Agg canvas; no pyplot, no global state).
+"""Figures of the stability maps (matplotlib through xarray's plotting; Agg canvas, no pyplot).
 
-Each map is a categorical image of the stability class over two sweep axes — by
-default step size × coefficient, one image per step count — with the theory drawn on
-top: the von Neumann bound of FTCS (``Δt* = Δx²/(2dD)``, a straight line on log
-axes; ``r* = 1/(2d)`` on CFL maps) and the slowest-mode prediction of where the field
-reaches equilibrium within the image's step count.  Matplotlib is imported only when
-a figure is drawn.
+Each map is a categorical image of the stability class over two coordinates of the
+results — by default step size × coefficient, one image per step count — drawn by
+:func:`plot_status` with xarray's ``pcolormesh`` (log axes where the values are
+geometric; a derived coordinate such as ``cfl`` on a step-size sweep is drawn on its
+2-D grid).  On top go the theory lines, evaluated on a fine grid of the panel's axes
+and drawn as the level-1 contours of
+
+* ``r / r*``: the von Neumann bound ``r = D·Δt/Δx² = r*`` (``r* = 1/(2d)`` for FTCS;
+  none for the implicit schemes), and
+* ``n_eq(r) / n``: the slowest-mode prediction of where the field reaches equilibrium
+  within the panel's step count ``n``,
+
+so they are exact wherever the axes put them.  Matplotlib is imported only when a
+figure is drawn.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
 from pipeline import maps
+from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 
-__all__ = ["COLOURS", "LABELS", "axis_scale", "write_figures"]
+__all__ = ["CLASS_COLOURS", "CLASS_NAMES", "LABELS", "axis_label", "axis_scale", "plot_status", "write_figures"]
 
-#: colour of each class, in the order -1 (not computed), 0..3 — a red/blue diverging
-#: palette: stable classes blue, unstable ones red (readable with red-green blindness)
-COLOURS = {
-    maps.NOT_COMPUTED_NAME: "#e0e0e0",
-    "equilibrium": "#2166ac",
-    "transient": "#92c5de",
-    "oscillating": "#f4a582",
-    "divergent": "#b2182b",
+#: class code -> name; -1 is a run not computed
+CLASS_NAMES: dict[int, str] = {NOT_COMPUTED: maps.NOT_COMPUTED_NAME, **dict(enumerate(STATUS_NAMES))}
+#: class code -> colour. Stable classes blue, unstable ones orange/red, and every class a
+#: different lightness (CIE L* about 97, 21, 58, 80, 38), so that the classes stay apart
+#: in greyscale and for red-green colour-blind readers (tests/test_maps.py checks both by
+#: simulation)
+CLASS_COLOURS: dict[int, str] = {
+    NOT_COMPUTED: "#f7f7f7",
+    0: "#08306b",
+    1: "#4292c6",
+    2: "#fdb863",
+    3: "#b2182b",
 }
 LABELS = {
     "step_size": "step size Δt",
     "cfl": "CFL number r = D·Δt/Δx²",
     "coefficient": "diffusion coefficient D",
     "steps": "steps",
+    "time": "simulated time",
     "scheme": "scheme",
     "dims": "dimensions",
     "cells": "cells per dimension",
@@ -48,56 +60,73 @@ LABELS = {
     "initial": "initial condition",
     "seed": "seed",
 }
-THEORY_STYLE = {"color": "black", "linewidth": 1.8, "linestyle": "-"}
-EQUILIBRIUM_STYLE = {"color": "#1b7837", "linewidth": 1.6, "linestyle": "--"}
+BOUND_LABEL = "von Neumann bound\nr* = 1/(2d), Δt* = r*·Δx²/D"
+EQUILIBRIUM_LABEL = "equilibrium reached within\nthe steps shown (predicted\nfrom the slowest mode)"
+
+
+@dataclass(frozen=True)
+class LineStyle:
+    """How a theory line is drawn (always with a white halo, to show on every class colour)."""
+
+    colour: str
+    width: float
+    dash: Literal["solid", "dashed"]
+
+
+THEORY_STYLE = LineStyle("black", 1.8, "solid")
+EQUILIBRIUM_STYLE = LineStyle("#1b7837", 1.8, "dashed")
 MAX_OVERVIEW_COLUMNS = 6
 MAX_OVERVIEW_ROWS = 4
 MAX_BOUNDARY_LINES = 8
+#: points per numeric axis at which the theory is evaluated
+FINE = 240
 
 
 # -- axes ---------------------------------------------------------------------------------
 
 
 def axis_scale(values: Sequence[Any] | np.ndarray) -> str:
-    """``"log"`` for positive geometric-looking axes, ``"category"`` for strings, else ``"linear"``."""
+    """``"log"`` for positive geometric-looking values, ``"category"`` for text or a single value, else ``"linear"``.
+
+    Examples
+    --------
+    >>> axis_scale([1e-4, 1e-3, 1e-2]), axis_scale([0.1, 0.2, 0.3]), axis_scale(["ftcs", "crank-nicolson"])
+    ('log', 'linear', 'category')
+    """
     array = np.asarray(values)
-    if array.dtype.kind not in "iuf":
+    if array.dtype.kind not in "iuf" or np.unique(array).size < 2:
         return "category"
-    v = np.sort(array.astype(float))
-    if v.size < 2 or v[0] <= 0:
+    v = np.unique(array.astype(float))
+    if v[0] <= 0:
         return "linear"
     if v.size == 2:
         return "log" if v[1] / v[0] >= 10 else "linear"
     steps = np.diff(v)
-    linear = np.allclose(steps, steps[0], rtol=1e-3)
-    if linear:
+    if np.allclose(steps, steps[0], rtol=1e-3):
         return "linear"
     ratios = np.diff(np.log(v))
-    geometric = v.size >= 3 and np.allclose(ratios, ratios[0], rtol=1e-3)
+    geometric = np.allclose(ratios, ratios[0], rtol=1e-3)
     return "log" if geometric or v[-1] / v[0] >= 100 else "linear"
 
 
-def _edges(values: np.ndarray, scale: str) -> np.ndarray:
-    """Cell edges around each value (midpoints in log space for log axes)."""
-    if scale == "category":
-        return np.arange(values.size + 1) - 0.5
-    v = values.astype(float)
-    t = np.log(v) if scale == "log" else v
-    if t.size == 1:
-        half = 0.35 if scale == "log" else (0.5 if t[0] == 0 else 0.25 * abs(t[0]))
-        edges = np.array([t[0] - half, t[0] + half])
-    else:
-        middle = (t[1:] + t[:-1]) / 2
-        edges = np.concatenate([[t[0] - (middle[0] - t[0])], middle, [t[-1] + (t[-1] - middle[-1])]])
-    return np.exp(edges) if scale == "log" else edges
+def _is_category(name: str, values: np.ndarray) -> bool:
+    """Model keys are drawn as categories (one column per value), as are text and single values."""
+    return name in maps.MODEL_KEYS or axis_scale(values) == "category"
 
 
-def _positions(values: np.ndarray, scale: str) -> np.ndarray:
-    return np.arange(values.size, dtype=float) if scale == "category" else values.astype(float)
+def axis_label(coordinate: xr.DataArray) -> str:
+    """A readable name with the coordinate's units, e.g. ``"step size Δt [s]"``.
+
+    Units ``"1"`` (dimensionless) are left out.
+    """
+    name = str(coordinate.name)
+    label = LABELS.get(name, str(coordinate.attrs.get("long_name", name)))
+    units = str(coordinate.attrs.get("units", "")).strip()
+    return f"{label} [{units}]" if units and units != "1" else label
 
 
 def _format(value: Any) -> str:
-    value = maps._python(value)
+    value = maps._python(value) if isinstance(value, (np.generic, np.ndarray)) else value
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -107,145 +136,249 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
-# -- what each panel shows ------------------------------------------------------------------
+# -- one categorical map ------------------------------------------------------------------
+
+
+def _codes(status: xr.DataArray) -> xr.DataArray:
+    """int codes, -1 where not computed (a decoded ``_FillValue`` is NaN)."""
+    if status.dtype.kind == "f":
+        status = status.fillna(NOT_COMPUTED)
+    return status.astype(np.int64).clip(NOT_COMPUTED, len(STATUS_NAMES) - 1)
+
+
+def classes_present(status: xr.DataArray) -> list[int]:
+    """The class codes that occur in ``status``, in legend order (-1 last)."""
+    present = {int(c) for c in np.unique(_codes(status).values)}
+    return [c for c in (*range(len(STATUS_NAMES)), NOT_COMPUTED) if c in present]
+
+
+def _default_axes(status: xr.DataArray, x: str | None, y: str | None) -> tuple[str, str]:
+    dims = [str(d) for d in status.dims]
+    if x is None:
+        x = next((d for d in ("step_size", "cfl") if d in dims), dims[-1])
+    if y is None:
+        own = _own_dim(status, x)
+        y = next((d for d in ("coefficient", *reversed(dims)) if d in dims and d != own), dims[0])
+    return x, y
+
+
+def _own_dim(status: xr.DataArray, name: str) -> str:
+    coordinate = status[name]
+    if name in status.dims:
+        return name
+    if coordinate.ndim == 1:
+        return str(coordinate.dims[0])
+    return maps.own_dim(name, [str(d) for d in status.dims])
+
+
+def plot_status(
+    status: xr.DataArray,
+    x: str | None = None,
+    y: str | None = None,
+    ax: Any = None,
+    *,
+    colorbar: bool = True,
+    classes: Sequence[int] | None = None,
+    small: bool = False,
+) -> Any:
+    """Draw a 2-D selection of ``status`` as a categorical map.
+
+    Parameters
+    ----------
+    status
+        Stability classes over two sweep axes, e.g. ``ds.status.sel(steps=1000)`` of a
+        store opened with plain :func:`xarray.open_zarr` (int8 with -1, or float with NaN,
+        for runs not computed); size-1 dimensions are dropped.
+    x, y
+        Coordinates for the axes: a dimension, or a coordinate derived over two of
+        them (``cfl`` on a step-size sweep, drawn on its 2-D grid). Default: the step
+        axis against ``coefficient``.
+    ax
+        Matplotlib axes; default the current pyplot axes.
+    colorbar
+        Add a colour bar naming the classes.
+    classes
+        Class codes to give a colour-bar entry; default those present in ``status``.
+    small
+        Smaller fonts and fewer ticks (panels of an overview).
+
+    Returns
+    -------
+    matplotlib.collections.QuadMesh
+
+    Raises
+    ------
+    ValueError
+        ``status`` is not two-dimensional once size-1 dimensions are dropped.
+    """
+    mesh, _ = _plot_status(status, x, y, ax, colorbar=colorbar, classes=classes, small=small)
+    return mesh
+
+
+def _plot_status(
+    status: xr.DataArray,
+    x: str | None,
+    y: str | None,
+    ax: Any,
+    *,
+    colorbar: bool,
+    classes: Sequence[int] | None,
+    small: bool,
+) -> tuple[Any, dict[str, str]]:
+    """:func:`plot_status`, also returning the scale of each axis (log, linear, category)."""
+    status = status.squeeze(drop=True)
+    if status.ndim != 2:
+        raise ValueError(
+            f"status must have two dimensions to draw, it has {status.ndim} ({', '.join(map(str, status.dims))}); "
+            "select the others first, e.g. status.sel(steps=1000)"
+        )
+    x, y = _default_axes(status, x, y)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        ax = plt.gca()
+    codes = _codes(status)
+    shown = list(classes) if classes is not None else classes_present(status)
+    shown = shown or [NOT_COMPUTED]
+    index = np.full(len(STATUS_NAMES) + 1, -1)
+    for position, code in enumerate(shown):
+        index[code + 1] = position
+    data = codes.copy(data=index[codes.values + 1].astype(float))
+    data = data.where(data >= 0)  # classes left out are blank
+    scales: dict[str, str] = {}
+    for name in (x, y):
+        values = np.asarray(status[name].values)
+        if _is_category(name, values) and status[name].ndim == 1:
+            scales[name] = "category"
+            data = data.assign_coords({name: (status[name].dims, np.arange(values.size, dtype=float))})
+        else:
+            scales[name] = axis_scale(values.ravel())
+            if scales[name] == "category":
+                scales[name] = "linear"
+    mesh = data.plot.pcolormesh(
+        ax=ax,
+        x=x,
+        y=y,
+        levels=np.arange(len(shown) + 1) - 0.5,
+        colors=[CLASS_COLOURS[c] for c in shown],
+        add_colorbar=False,
+        add_labels=False,
+        xscale="log" if scales[x] == "log" else "linear",
+        yscale="log" if scales[y] == "log" else "linear",
+        edgecolors="none",
+    )
+    fontsize = 7 if small else 10
+    for name, which in ((x, "x"), (y, "y")):
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        values = np.asarray(status[name].values)
+        if scales[name] == "category":
+            axis.set_ticks(np.arange(values.size), [_format(v) for v in values])
+        elif scales[name] == "linear":
+            from matplotlib.ticker import MaxNLocator
+
+            axis.set_major_locator(MaxNLocator(4 if small else 7))
+            if values.dtype.kind == "f":
+                ax.ticklabel_format(axis=which, style="sci", scilimits=(-3, 4), useMathText=True)
+    ax.set_xlabel(axis_label(status[x]), fontsize=fontsize)
+    ax.set_ylabel(axis_label(status[y]), fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize - 1)
+    if colorbar:
+        bar = ax.figure.colorbar(mesh, ax=ax, ticks=np.arange(len(shown)))
+        bar.ax.set_yticklabels([CLASS_NAMES[c] for c in shown], fontsize=fontsize)
+        bar.set_label("stability class", fontsize=fontsize)
+    return mesh, scales
+
+
+# -- theory on a panel ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Panel:
-    """One map: a selection (axis → position) of every axis that is not on the map."""
+class _Fine:
+    """An axis sampled finely for the theory: plot positions and the values there."""
 
-    selection: tuple[tuple[str, int], ...]
-
-    def isel(self) -> dict[str, int]:
-        return dict(self.selection)
-
-
-def _model_at(ds: xr.Dataset, selection: Mapping[str, int]) -> dict[str, Any]:
-    model = {}
-    for key in maps.MODEL_KEYS:
-        if key in ds["status"].dims:
-            if key in selection:
-                model[key] = maps._python(ds[key].values[selection[key]])
-        else:
-            model[key] = maps.model_value(ds, key)
-    return model
+    name: str
+    positions: np.ndarray
+    values: np.ndarray
 
 
-@lru_cache(maxsize=256)
-def _equilibrium_cfl(model: tuple[tuple[str, Any], ...], steps: int, tolerance: float) -> float:
-    return maps.predicted_equilibrium_cfl(dict(model), steps, tolerance)
+def _fine_axis(name: str, panel: xr.Dataset, limits: tuple[float, float], scale: str) -> _Fine:
+    low, high = sorted(limits)
+    if scale == "category":
+        labels = np.asarray(panel[name].values)
+        half = 0.5 - 1e-3
+        positions = np.ravel([[i - half, i + half] for i in range(labels.size)])
+        return _Fine(name, positions, np.repeat(labels, 2))
+    positions = np.geomspace(low, high, FINE) if scale == "log" else np.linspace(low, high, FINE)
+    return _Fine(name, positions, positions)
 
 
-@dataclass
-class Curve:
-    xs: np.ndarray
-    ys: np.ndarray
-    label: str
-    style: dict[str, Any]
+def _theory(panel: xr.Dataset, x: str, y: str, ax: Any, scales: Mapping[str, str], steps: float | None) -> list[str]:
+    """Draw the bound and the equilibrium frontier on one panel; the labels of what was drawn.
+
+    ``panel`` is the results with every dimension selected except the two on the map.
+    """
+    fine = {
+        x: _fine_axis(x, panel, ax.get_xlim(), scales[x]),
+        y: _fine_axis(y, panel, ax.get_ylim(), scales[y]),
+    }
+    grid_y, grid_x = np.meshgrid(fine[y].values, fine[x].values, indexing="ij")
+    point = {x: grid_x, y: grid_y}
+    r = np.full(grid_x.shape, np.nan)
+    bound = np.full(grid_x.shape, np.nan)
+    equilibrium = np.full(grid_x.shape, np.nan)
+    tolerance = float(panel.attrs.get("tolerance", 1e-3))
+    keys_on_map = [k for k in (x, y) if k in maps.MODEL_KEYS]
+    combos = itertools.product(*(np.unique(point[k]) for k in keys_on_map))
+    for combo in combos:
+        where = np.ones(grid_x.shape, bool)
+        frame = panel
+        for key, value in zip(keys_on_map, combo, strict=True):
+            where &= point[key] == value
+            frame = frame.sel({key: value})
+        model = maps.run_model(frame)
+        r[where] = _cfl(frame, point, where, model)
+        if model.stability_limit is not None:
+            bound[where] = r[where] / model.stability_limit
+        count = steps if "steps" not in point else point["steps"][where]
+        if count is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                equilibrium[where] = maps.predicted_steps(model, r[where], tolerance) / count
+    drawn = []
+    for ratio, label, style in ((bound, BOUND_LABEL, THEORY_STYLE), (equilibrium, EQUILIBRIUM_LABEL, EQUILIBRIUM_STYLE)):
+        finite = ratio[np.isfinite(ratio)]
+        if finite.size and finite.min() < 1 < finite.max():
+            _contour(ax, fine[x].positions, fine[y].positions, ratio, style)
+            drawn.append(label)
+    return drawn
 
 
-def _dx(model: Mapping[str, Any]) -> float:
-    return float(model["length"]) / int(model["cells"])
+def _cfl(frame: xr.Dataset, point: Mapping[str, np.ndarray], where: np.ndarray, model: Any) -> np.ndarray:
+    """``r = D·Δt/Δx²`` at the panel's points, from whichever of its coordinates fix it."""
+
+    def value(name: str) -> Any:
+        if name in point:
+            return np.asarray(point[name][where], float)
+        return float(np.asarray(frame[name].values).ravel()[0]) if frame[name].size == 1 else None
+
+    if "cfl" in point or ("step_size" not in point and "time" not in point and frame["cfl"].size == 1):
+        return np.broadcast_to(np.asarray(value("cfl"), float), where.sum()).copy()
+    step_size = value("time") / value("steps") if "time" in point else value("step_size")
+    return np.asarray(value("coefficient") * step_size / model.dx**2, float) * np.ones(where.sum())
 
 
-def _overlays(
-    ds: xr.Dataset, boundary: xr.Dataset, x: str, y: str, selection: Mapping[str, int], edges: dict[str, np.ndarray]
-) -> tuple[list[Curve], str | None]:
-    """Theory curves for one panel, in the panel's data coordinates, and a note for implicit schemes."""
-    axis = maps.step_axis(ds)
-    if axis not in (x, y):
-        return [], None
-    other = y if x == axis else x
-    curves: list[Curve] = []
-    note = None
+def _contour(ax: Any, xs: np.ndarray, ys: np.ndarray, ratio: np.ndarray, style: LineStyle) -> None:
+    from matplotlib import patheffects
 
-    def place(step_values: np.ndarray, other_values: np.ndarray, label: str, style: dict[str, Any]) -> None:
-        finite = np.isfinite(step_values)
-        if not finite.any():
-            return
-        xs, ys = (step_values, other_values) if x == axis else (other_values, step_values)
-        curves.append(Curve(np.asarray(xs, float), np.asarray(ys, float), label, style))
-
-    if other == "steps":
-        # the bound is one step size for this panel's coefficient; the prediction a curve
-        where = {k: v for k, v in selection.items() if k in boundary.dims}
-        if set(where) == set(boundary.dims):
-            name = "theory_max_step_size" if axis == "step_size" else "theory_max_cfl"
-            bound = float(boundary[name].isel(where).values)
-            if math.isfinite(bound):
-                span = edges[other][[0, -1]]
-                place(np.array([bound, bound]), span, _bound_label(ds, selection), THEORY_STYLE)
-            elif _is_implicit(ds, selection):
-                note = "implicit scheme: no stability bound"
-            equilibration = maps.equilibration_boundary(ds.isel(where))
-            predicted = equilibration["predicted_steps_to_equilibrium"].transpose(axis).values
-            place(
-                ds[axis].values.astype(float),
-                predicted,
-                "predicted steps to equilibrium (slowest mode)",
-                EQUILIBRIUM_STYLE,
-            )
-        return curves, note
-
-    # the other map axis is coefficient or a model key: the bound per value of it
-    where = {k: v for k, v in selection.items() if k in boundary.dims and k != other}
-    if set(where) | {other} != set(boundary.dims):
-        return curves, note
-    name = "theory_max_step_size" if axis == "step_size" else "theory_max_cfl"
-    bound = boundary[name].isel(where).transpose(other).values.astype(float)
-    other_values = ds[other].values
-    scale = axis_scale(other_values)
-    dense = other == "coefficient" and axis == "step_size" and scale != "category"
-    tolerance = float(ds.attrs.get("tolerance", 1e-3))
-    steps = int(ds["steps"].values[selection["steps"]]) if "steps" in selection else None
-    equilibrium = np.full(other_values.size, np.nan)
-    if steps is not None:
-        for i in range(other_values.size):
-            model = _model_at(ds, {**selection, other: i})
-            if None in model.values() or len(model) < len(maps.MODEL_KEYS):
-                continue
-            r = _equilibrium_cfl(tuple(sorted(model.items())), steps, tolerance)
-            if other == "coefficient":
-                coefficient = float(ds["coefficient"].values[i])
-            elif "coefficient" in selection:
-                coefficient = float(ds["coefficient"].values[selection["coefficient"]])
-            else:
-                coefficient = math.nan
-            equilibrium[i] = r if axis == "cfl" else r * _dx(model) ** 2 / coefficient
-    if not np.isfinite(bound).any() and _is_implicit(ds, selection):
-        note = "implicit scheme: no stability bound"
-    lines = [
-        (bound, _bound_label(ds, selection), THEORY_STYLE),
-        (equilibrium, "equilibrium within the steps shown (slowest-mode prediction)", EQUILIBRIUM_STYLE),
-    ]
-    for values, label, style in lines:
-        if not np.isfinite(values).any():
-            continue
-        if dense:
-            # both are c / D along the coefficient axis: draw the exact curve, not cells
-            product = values * other_values.astype(float)
-            c = product[np.isfinite(product)][0]
-            ds_dense = np.geomspace(edges[other][0], edges[other][-1], 200)
-            place(c / ds_dense, ds_dense, label, style)
-        else:
-            # a constant per cell of the other axis: a staircase across each cell
-            cell_edges = edges[other]
-            order = np.argsort(_positions(other_values, scale))
-            xs_other = np.repeat(cell_edges, 2)[1:-1]
-            ys_step = np.repeat(values[order], 2)
-            place(ys_step, xs_other, label, style)
-    return curves, note
+    contour = ax.contour(xs, ys, np.ma.masked_invalid(ratio), levels=[1.0], colors=style.colour,
+                         linewidths=style.width, linestyles=style.dash)
+    contour.set_path_effects([patheffects.withStroke(linewidth=style.width + 2.2, foreground="white")])
 
 
-def _is_implicit(ds: xr.Dataset, selection: Mapping[str, int]) -> bool:
-    scheme = _model_at(ds, selection).get("scheme")
-    return scheme is not None and scheme != "ftcs"
-
-
-def _bound_label(ds: xr.Dataset, selection: Mapping[str, int]) -> str:
-    if maps.step_axis(ds) == "cfl":
-        return "von Neumann bound r* = 1/(2d)"
-    return "von Neumann bound Δt* = Δx²/(2dD)"
+def _implicit_note(panel: xr.Dataset) -> str | None:
+    schemes = panel["scheme"].values if "scheme" in panel.coords else np.asarray(panel.attrs.get("scheme"))
+    if np.all(np.isin(np.ravel(schemes), ["backward-euler", "crank-nicolson"])):
+        return "implicit scheme: no stability bound"
+    return None
 
 
 # -- drawing ------------------------------------------------------------------------------
@@ -260,107 +393,79 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
-def _legend_handles(curves: Sequence[Curve]) -> list[Any]:
+def _save(figure: Any, path: Path, title: str, handles: Sequence[Any], dpi: int) -> Path:
+    """Title and legend on the figure, and in the PNG's text chunks (``Title``, ``Description``)."""
+    figure.legend(handles=handles, loc="outside right center", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    legend = "; ".join(" ".join(str(h.get_label()).split()) for h in handles)
+    metadata = {"Title": title, "Description": f"legend: {legend}", "Software": "diffsweep"}
+    figure.savefig(path, dpi=dpi, metadata=metadata)
+    return path
+
+
+def _legend_handles(classes: Sequence[int], lines: Sequence[str]) -> list[Any]:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles: list[Any] = [Patch(facecolor=c, edgecolor="#555555", label=n) for n, c in COLOURS.items()]
-    seen = set()
-    for curve in curves:
-        if curve.label not in seen:
-            seen.add(curve.label)
-            handles.append(Line2D([], [], label=curve.label, **curve.style))
+    handles: list[Any] = [
+        Patch(facecolor=CLASS_COLOURS[c], edgecolor="#555555", label=CLASS_NAMES[c]) for c in classes
+    ]
+    for label in (BOUND_LABEL, EQUILIBRIUM_LABEL):
+        if label not in lines:
+            continue
+        style = THEORY_STYLE if label == BOUND_LABEL else EQUILIBRIUM_STYLE
+        handles.append(Line2D([], [], label=label, color=style.colour, linewidth=style.width, linestyle=style.dash))
     return handles
 
 
 def _draw(
-    ax: Any,
-    ds: xr.Dataset,
-    boundary: xr.Dataset,
-    status: xr.DataArray,
-    x: str,
-    y: str,
-    selection: Mapping[str, int],
-    *,
-    small: bool = False,
-) -> list[Curve]:
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.ticker import MaxNLocator
-
-    scales = {a: axis_scale(ds[a].values) for a in (x, y)}
-    values = {a: ds[a].values for a in (x, y)}
-    order = {a: (np.arange(values[a].size) if scales[a] == "category" else np.argsort(values[a].astype(float))) for a in (x, y)}
-    codes = status.transpose(y, x).values[np.ix_(order[y], order[x])].astype(int) + 1
-    sorted_values = {a: values[a][order[a]] for a in (x, y)}
-    edges = {a: _edges(sorted_values[a], scales[a]) for a in (x, y)}
-    cmap = ListedColormap(list(COLOURS.values()))
-    norm = BoundaryNorm(np.arange(-0.5, len(COLOURS) + 0.5), len(COLOURS))
-    ax.pcolormesh(edges[x], edges[y], codes, cmap=cmap, norm=norm, shading="flat", edgecolors="none")
-    for which, setter, limits in (("x", ax.set_xscale, ax.set_xlim), ("y", ax.set_yscale, ax.set_ylim)):
-        name = x if which == "x" else y
-        if scales[name] == "log":
-            setter("log")
-        elif scales[name] == "linear":
-            axis = ax.xaxis if which == "x" else ax.yaxis
-            if values[name].dtype.kind in "iu" and values[name].size <= 12:
-                axis.set_ticks(values[name].astype(float))
-            else:
-                axis.set_major_locator(MaxNLocator(4 if small else 7))
-                ax.ticklabel_format(axis=which, style="sci", scilimits=(-3, 4), useMathText=True)
-        limits(edges[name][0], edges[name][-1])
-    if scales[x] == "category":
-        ax.set_xticks(np.arange(values[x].size), [str(v) for v in values[x]])
-    if scales[y] == "category":
-        ax.set_yticks(np.arange(values[y].size), [str(v) for v in values[y]])
-    fontsize = 7 if small else 10
-    ax.set_xlabel(LABELS.get(x, x), fontsize=fontsize)
-    ax.set_ylabel(LABELS.get(y, y), fontsize=fontsize)
-    ax.tick_params(labelsize=fontsize - 1)
-    curves, note = _overlays(ds, boundary, x, y, selection, edges)
-    curves = [c for c in curves if _visible(c, edges[x], edges[y])]
-    for curve in curves:
-        ax.plot(curve.xs, curve.ys, **curve.style)
-    if note:
+    ax: Any, ds: xr.Dataset, axes: maps.MapAxes, status: xr.DataArray, selection: Mapping[str, int],
+    classes: Sequence[int], *, small: bool = False,
+) -> list[str]:
+    """One panel: the map, the theory, a note for implicit schemes; the theory lines drawn."""
+    panel = ds.isel(selection)
+    _, scales = _plot_status(status, axes.x, axes.y, ax, colorbar=False, classes=classes, small=small)
+    if "steps" in selection:
+        steps: float | None = float(ds["steps"].values[selection["steps"]])
+    elif axes.collapsed_steps:
+        steps = float(ds["steps"].values.max())
+    else:
+        steps = None
+    lines = _theory(panel.drop_vars(list(panel.data_vars)), axes.x, axes.y, ax, scales, steps)
+    note = _implicit_note(panel)
+    if note and BOUND_LABEL not in lines:
         ax.text(
-            0.02, 0.98, note, transform=ax.transAxes, va="top", ha="left", fontsize=fontsize - 1,
+            0.02, 0.98, note, transform=ax.transAxes, va="top", ha="left", fontsize=6 if small else 9,
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
         )
-    return curves
+    return lines
 
 
-def _visible(curve: Curve, x_edges: np.ndarray, y_edges: np.ndarray) -> bool:
-    """Whether any point of a curve (or a segment between two of its points) is in the panel."""
-    xs, ys = curve.xs, curve.ys
-    (x0, x1), (y0, y1) = sorted(x_edges[[0, -1]]), sorted(y_edges[[0, -1]])
-    inside = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
-    if inside.any():
-        return True
-    # a straight segment crossing the panel without a vertex inside it
-    return bool(((np.minimum(xs[:-1], xs[1:]) <= x1) & (np.maximum(xs[:-1], xs[1:]) >= x0)
-                 & (np.minimum(ys[:-1], ys[1:]) <= y1) & (np.maximum(ys[:-1], ys[1:]) >= y0)).any())
-
-
-def _title(ds: xr.Dataset, selection: Mapping[str, int], facet: str | None, note: str | None) -> str:
-    model = _model_at(ds, selection)
-    for key in maps.MODEL_KEYS:  # a swept key on the map: list its values
-        if key not in model and key in ds["status"].dims:
-            model[key] = "/".join(_format(v) for v in ds[key].values)
-    grid = (
-        f"{model.get('dims', '?')}-D, {model.get('cells', '?')} cells"
-        f"{'' if str(model.get('dims')) == '1' else ' per side'}, L = {_format(model.get('length', '?'))}"
+def _model_line(ds: xr.Dataset) -> str:
+    """The model in words; a swept key on the map lists its values."""
+    values: dict[str, str] = {}
+    for key in maps.MODEL_KEYS:
+        if key in ds.coords:
+            values[key] = "/".join(_format(v) for v in np.ravel(ds[key].values))
+        else:
+            values[key] = _format(ds.attrs.get(key, "?"))
+    per_side = "" if values["dims"] == "1" else " per side"
+    boundary = values["boundary"]
+    walls = f"{boundary} walls" if boundary in ("neumann", "dirichlet") else boundary
+    return (
+        f"{values['scheme']}, {values['dims']}-D, {values['cells']} cells{per_side}, L = {values['length']}, "
+        f"{walls}, {values['initial']} start"
     )
-    parts = [
-        str(model.get("scheme", "?")),
-        grid,
-        f"{model.get('boundary', '?')} walls" if model.get("boundary") in ("neumann", "dirichlet") else str(model.get("boundary", "?")),
-        f"{model.get('initial', '?')} start",
-    ]
+
+
+def _title(ds: xr.Dataset, selection: Mapping[str, int], note: str | None, *, collapsed: bool = False) -> str:
+    panel = ds.isel(selection)
+    lines = [f"{ds.attrs.get('sweep_name', 'diffsweep')}: {_model_line(panel)}"]
     chosen = [
-        f"{name} = {_format(ds[name].values[i])}"
-        for name, i in selection.items()
-        if name not in maps.MODEL_KEYS or name == facet
+        f"{name} = {_format(ds[name].values[i])}" for name, i in selection.items() if name not in maps.MODEL_KEYS
     ]
-    lines = [f"{ds.attrs.get('sweep_name', 'diffsweep')}: " + ", ".join(parts)]
+    if collapsed:
+        chosen.append(f"class over all {ds.sizes['steps']} step counts (worst unstable, else the last)")
     if chosen:
         lines.append(", ".join(chosen))
     if note:
@@ -368,30 +473,27 @@ def _title(ds: xr.Dataset, selection: Mapping[str, int], facet: str | None, note
     return "\n".join(lines)
 
 
-def _panels(ds: xr.Dataset, x: str, y: str, facet: str | None) -> tuple[list[str], list[dict[str, int]]]:
-    others = [a for a in maps.sweep_axes(ds) if a not in (x, y, facet)]
-    combos = [
-        dict(zip(others, index, strict=True)) for index in itertools.product(*(range(ds.sizes[a]) for a in others))
+def _selections(ds: xr.Dataset, dims: Sequence[str]) -> list[dict[str, int]]:
+    return [
+        dict(zip(dims, index, strict=True)) for index in itertools.product(*(range(ds.sizes[d]) for d in dims))
     ]
-    return others, combos
 
 
-def _facet_positions(ds: xr.Dataset, facet: str | None) -> list[int | None]:
-    return [None] if facet is None else list(range(ds.sizes[facet]))
+def _map_status(ds: xr.Dataset, axes: maps.MapAxes) -> xr.DataArray:
+    status = maps.setting_status(ds) if axes.collapsed_steps else ds["status"]
+    return status.compute()
 
 
 def write_figures(
     ds: xr.Dataset,
     out_dir: str | Path,
-    x: str | None = None,
-    y: str | None = None,
-    facet: str | None = None,
+    axes: maps.MapAxes | None = None,
     *,
     note: str | None = None,
     records: Sequence[Mapping[str, Any]] | None = None,
     dpi: int = 100,
 ) -> list[Path]:
-    """Write the overview, one PNG per facet (and per value of the other axes) and the boundary plot.
+    """Write the overview, one PNG per map and the boundary plot.
 
     Parameters
     ----------
@@ -399,8 +501,8 @@ def write_figures(
         Results Dataset.
     out_dir
         Existing directory to write into.
-    x, y, facet
-        Map axes (see :func:`pipeline.maps.resolve_axes`).
+    axes
+        What the maps show (:func:`pipeline.maps.resolve_axes`); default its defaults.
     note
         A line added to every title (e.g. how incomplete the store is).
     records
@@ -412,76 +514,86 @@ def write_figures(
     -------
     list of pathlib.Path
         ``overview.png`` first, then ``boundary.png`` (when ``coefficient`` and the step
-        axis are both swept), then the per-facet maps.
+        axis are both swept), then one ``map_*.png`` per facet value and per value of
+        the other axes not on the map.
     """
-    ds = maps._results(ds)
-    x, y, facet = maps.resolve_axes(ds, x, y, facet)
+    ds = maps.as_results(ds)
+    axes = axes or maps.resolve_axes(ds)
     out = Path(out_dir)
     ds = ds.copy()
-    ds["status"] = ds["status"].compute()
-    for name in ("cfl", "step_size"):
+    for name in ds.coords:
         ds[name] = ds[name].compute()
-    boundary = maps.stability_boundary(ds).compute()
-    _, combos = _panels(ds, x, y, facet)
-    written = [_overview(ds, boundary, out, x, y, facet, combos, note, dpi)]
+    status = _map_status(ds, axes)
+    classes = classes_present(status)
+    maps_dims = [*axes.panels, *([axes.facet] if axes.facet else [])]
+    selections = _selections(ds, maps_dims)
+    written = [_overview(ds, status, axes, out, classes, note, dpi)]
     if "coefficient" in ds["status"].dims:
         records = list(records) if records is not None else maps.recommend(ds)
         written.append(_boundary_figure(ds, out, records, note, dpi))
-    for combo in combos:
-        for position in _facet_positions(ds, facet):
-            selection = dict(combo) if position is None else {**combo, facet: position}
-            figure = _figure(7.0, 5.6)
-            ax = figure.add_subplot()
-            curves = _draw(ax, ds, boundary, ds["status"].isel(selection), x, y, selection)
-            handles = _legend_handles(curves)
-            figure.legend(handles=handles, loc="outside lower center", ncols=3 if len(handles) > 6 else 5, fontsize=8)
-            figure.suptitle(_title(ds, selection, facet, note), fontsize=10)
-            name = "map_" + "_".join(f"{a}-{_format(ds[a].values[i])}" for a, i in selection.items()) if selection else "map"
-            path = out / f"{_slug(name)}.png"
-            figure.savefig(path, dpi=dpi)
-            written.append(path)
+    for selection in selections:
+        figure = _figure(8.4, 5.6)
+        ax = figure.add_subplot()
+        lines = _draw(ax, ds, axes, status.isel(selection), selection, classes)
+        here = classes_present(status.isel(selection))
+        handles = _legend_handles(here, lines)
+        name = "map_" + "_".join(f"{a}-{_format(ds[a].values[i])}" for a, i in selection.items()) if selection else "map"
+        title = _title(ds, selection, note, collapsed=axes.collapsed_steps)
+        written.append(_save(figure, out / f"{_slug(name)}.png", title, handles, dpi))
     return written
+
+
+def _spread(count: int, most: int) -> list[int]:
+    """Up to ``most`` positions of ``count``, spread evenly, first and last included."""
+    if count <= most:
+        return list(range(count))
+    return [int(i) for i in np.unique(np.linspace(0, count - 1, most).round().astype(int))]
 
 
 def _overview(
     ds: xr.Dataset,
-    boundary: xr.Dataset,
+    status: xr.DataArray,
+    axes: maps.MapAxes,
     out: Path,
-    x: str,
-    y: str,
-    facet: str | None,
-    combos: list[dict[str, int]],
+    classes: Sequence[int],
     note: str | None,
     dpi: int,
 ) -> Path:
-    positions = _facet_positions(ds, facet)
-    if len(positions) > MAX_OVERVIEW_COLUMNS:
-        chosen = np.unique(np.linspace(0, len(positions) - 1, MAX_OVERVIEW_COLUMNS).round().astype(int))
-        positions = [positions[i] for i in chosen]
-    rows = combos[:MAX_OVERVIEW_ROWS]
-    figure = _figure(max(3.4 * len(positions) + 0.8, 7.5), 2.6 * len(rows) + 1.6)
-    axes = figure.subplots(len(rows), len(positions), squeeze=False, sharex=True, sharey=True)
-    curves: list[Curve] = []
-    for r, combo in enumerate(rows):
-        for c, position in enumerate(positions):
-            selection = dict(combo) if position is None else {**combo, facet: position}
-            ax = axes[r][c]
-            curves += _draw(ax, ds, boundary, ds["status"].isel(selection), x, y, selection, small=True)
+    rows_all = _selections(ds, axes.panels)
+    if axes.facet:
+        columns_all = [{axes.facet: i} for i in range(ds.sizes[axes.facet])]
+        rows = [rows_all[i] for i in _spread(len(rows_all), MAX_OVERVIEW_ROWS)]
+        columns = [columns_all[i] for i in _spread(len(columns_all), MAX_OVERVIEW_COLUMNS)]
+        grid = [[{**row, **column} for column in columns] for row in rows]
+        shown, total = len(rows) * len(columns), len(rows_all) * len(columns_all)
+    else:
+        chosen = [rows_all[i] for i in _spread(len(rows_all), MAX_OVERVIEW_ROWS * MAX_OVERVIEW_COLUMNS)]
+        width = min(len(chosen), MAX_OVERVIEW_COLUMNS if len(chosen) > 4 else 4)
+        grid = [chosen[i : i + width] for i in range(0, len(chosen), width)]
+        shown, total = len(chosen), len(rows_all)
+    n_rows, n_columns = len(grid), max(len(row) for row in grid)
+    figure = _figure(max(3.2 * n_columns + 2.4, 7.5), 2.7 * n_rows + 1.4)
+    subplots = figure.subplots(n_rows, n_columns, squeeze=False)
+    lines: list[str] = []
+    for r, row in enumerate(grid):
+        for c in range(n_columns):
+            ax = subplots[r][c]
+            if c >= len(row):
+                ax.set_axis_off()
+                continue
+            selection = row[c]
+            lines += _draw(ax, ds, axes, status.isel(selection), selection, classes, small=True)
             label = ", ".join(f"{a} = {_format(ds[a].values[i])}" for a, i in selection.items())
             ax.set_title(label, fontsize=8)
             if c:
                 ax.set_ylabel("")
-            if r < len(rows) - 1:
+            if r < n_rows - 1:
                 ax.set_xlabel("")
-    handles = _legend_handles(curves)
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8)
-    title = _title(ds, {}, None, note)
-    if len(combos) > len(rows):
-        title += f"\n(first {len(rows)} of {len(combos)} combinations of {', '.join(a for a in combos[0])}; see the map_*.png files)"
-    figure.suptitle(title, fontsize=10)
-    path = out / "overview.png"
-    figure.savefig(path, dpi=dpi)
-    return path
+    handles = _legend_handles(classes, lines)
+    title = _title(ds, {}, note, collapsed=axes.collapsed_steps)
+    if shown < total:
+        title += f"\nshowing {shown} of {total} maps, spread evenly; every map is in its own map_*.png"
+    return _save(figure, out / "overview.png", title, handles, dpi)
 
 
 def _boundary_figure(
@@ -513,7 +625,7 @@ def _boundary_figure(
     for ax in (left, right):
         if scale == "log":
             ax.set_xscale("log")
-        ax.set_xlabel(LABELS["coefficient"])
+        ax.set_xlabel(axis_label(ds["coefficient"]))
         ax.grid(True, which="both", alpha=0.3)
         data = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.lines]) if ax.lines else np.array([])
         data = data[np.isfinite(data) & (data > 0)]
@@ -521,11 +633,11 @@ def _boundary_figure(
             if data.max() / data.min() >= 10:
                 ax.set_yscale("log")
             ax.legend(fontsize=7)
-    left.set_ylabel("step size Δt")
+    left.set_ylabel(axis_label(ds["step_size"]))
     left.set_title("stability boundary (stable at every step count)", fontsize=9)
     right.set_ylabel("steps")
     right.set_title("fewest steps to equilibrium, cheapest stable setting", fontsize=9)
-    figure.suptitle(_title(ds, {}, None, note), fontsize=10)
+    figure.suptitle(_title(ds, {}, note), fontsize=10)
     path = out / "boundary.png"
-    figure.savefig(path, dpi=dpi)
+    figure.savefig(path, dpi=dpi, metadata={"Title": _title(ds, {}, note), "Software": "diffsweep"})
     return path

@@ -1,6 +1,7 @@
 """Recommendation tables (text, CSV) and the one-page HTML report of ``diffsweep map --html``.
 
-Standard library only. The HTML page is self-contained: the figures are embedded as
+The tables are :class:`pandas.DataFrame` s written by pandas (``to_string``,
+``to_csv``, ``to_html``). The HTML page is self-contained: the figures are embedded as
 base64 ``data:`` URIs and the only links are relative ones to files ``diffsweep map``
 wrote beside it.
 """
@@ -8,7 +9,6 @@ wrote beside it.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from collections.abc import Mapping, Sequence
@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "table_rows", "write_csv", "write_html", "write_text"]
+import pandas as pd
+
+__all__ = ["format_table", "summary_frame", "table_frame", "write_csv", "write_html", "write_text"]
 
 #: recommendation keys shown in the tables, with their column titles
 COLUMNS = (
@@ -29,6 +31,33 @@ COLUMNS = (
     ("cheapest", "cheapest (Δt × steps)"),
     ("stable_fraction", "stable"),
 )
+#: keys of a recommendation that are numbers rather than an axis value
+_VALUES = {key for key, _ in COLUMNS} | {"max_stable_cfl", "theory_max_cfl", "computed_fraction"}
+#: step counts: whole numbers, missing ones empty
+_COUNTS = ("min_steps_to_equilibrium", "predicted_steps_to_equilibrium", "cheapest_steps")
+
+
+def summary_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The recommendations as numbers, one row each, ``cheapest`` flattened.
+
+    Examples
+    --------
+    >>> frame = summary_frame([{"coefficient": 1.0, "min_steps_to_equilibrium": None,
+    ...                         "cheapest": {"step_size": 1e-3, "cfl": 0.25, "steps": 700}}])
+    >>> frame.to_csv(index=False).splitlines()
+    ['coefficient,min_steps_to_equilibrium,cheapest_step_size,cheapest_cfl,cheapest_steps', '1.0,,0.001,0.25,700']
+    """
+    rows = []
+    for record in records:
+        row = {k: v for k, v in record.items() if k != "cheapest"}
+        cheapest = record.get("cheapest") or {}
+        row.update({f"cheapest_{key}": cheapest.get(key) for key in ("step_size", "cfl", "steps")})
+        rows.append(row)
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[key for key, _ in COLUMNS])
+    for name in _COUNTS:
+        if name in frame:
+            frame[name] = frame[name].astype("Int64")
+    return frame
 
 
 def _cell(key: str, value: Any) -> str:
@@ -43,48 +72,25 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def table_rows(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Column titles and formatted cells; axes other than the coefficient come first."""
-    if not records:
-        return [title for _, title in COLUMNS], []
-    known = {key for key, _ in COLUMNS} | {"max_stable_cfl", "theory_max_cfl", "computed_fraction"}
-    leading = [k for k in records[0] if k not in known]
-    headers = leading + [title for _, title in COLUMNS]
-    rows = [
-        [_cell(k, record.get(k)) for k in leading] + [_cell(k, record.get(k)) for k, _ in COLUMNS]
-        for record in records
-    ]
-    return headers, rows
+def table_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The recommendations for reading: titled columns, formatted cells; other axes first."""
+    leading = [k for k in records[0] if k not in _VALUES] if records else []
+    columns = [(key, key) for key in leading] + list(COLUMNS)
+    return pd.DataFrame(
+        [[_cell(key, record.get(key)) for key, _ in columns] for record in records],
+        columns=[title for _, title in columns],
+    )
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     """The recommendations as an aligned plain-text table."""
-    headers, rows = table_rows(records)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
-
-
-def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in record.items() if k != "cheapest"}
-    cheapest = record.get("cheapest") or {}
-    for key in ("step_size", "cfl", "steps"):
-        flat[f"cheapest_{key}"] = cheapest.get(key)
-    return flat
+    return str(table_frame(records).to_string(index=False))
 
 
 def write_csv(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """One row per recommendation (``cheapest`` flattened); empty cells for missing values."""
     path = Path(path)
-    rows = [_flat(r) for r in records]
-    fields = list(rows[0]) if rows else [key for key, _ in COLUMNS]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    summary_frame(records).to_csv(path, index=False, na_rep="")
     return path
 
 
@@ -146,10 +152,7 @@ def write_html(
     """
     path = Path(path)
     name = str(attrs.get("sweep_name", "diffsweep"))
-    headers, rows = table_rows(records)
-    table = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
-    table += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
-    table.append("</table>")
+    table = table_frame(records).to_html(index=False, border=0, classes="recommendations")
     try:
         versions = json.loads(str(attrs.get("versions", "{}")))
     except json.JSONDecodeError:
@@ -178,15 +181,16 @@ def write_html(
         parts.append(f'<p class="warning">{html.escape(note)}</p>')
     parts += [
         "<p>Each map colours every setting by its stability class at that step count: "
-        "blue shades are stable (dark: at equilibrium, light: still transient), red shades "
-        "unstable (light: oscillating, breaking the maximum principle; dark: divergent), grey "
-        "not computed. The solid black line is the von Neumann bound (FTCS only), the dashed "
-        "green line the slowest-mode prediction of where the field reaches equilibrium.</p>",
+        "blue shades are stable (dark: at equilibrium, mid: still transient), warm ones "
+        "unstable (light orange: oscillating, breaking the maximum principle; dark red: divergent), "
+        "light grey not computed; the legend lists the classes present. The solid black line is "
+        "the von Neumann bound (FTCS only), the dashed green line the slowest-mode prediction of "
+        "where the field reaches equilibrium.</p>",
         "<h2>Recommendations</h2>",
         "<p>Per coefficient: the largest step size stable at every step count, the theory bound, "
         "the fewest steps at which a stable setting reaches equilibrium (with the slowest-mode "
         "prediction), the cheapest such setting and the share of stable results.</p>",
-        *table,
+        table,
         "<h2>Figures</h2>",
         *(_image(image, image.stem.replace("_", " ")) for image in images),
         "<h2>Provenance</h2>",
