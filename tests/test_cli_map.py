@@ -173,7 +173,47 @@ def test_bad_store_and_bad_axes_exit_2_with_one_line(schemes_store: str, tmp_pat
     maps.save_maps(xr.Dataset({"a": ("x", [1.0])}), not_ours)
     assert "not a diffsweep results store" in one_line_error(invoke("recommend", str(not_ours)))
     line = one_line_error(invoke("map", schemes_store, "-o", str(tmp_path / "out"), "--x", "speed"))
-    assert "unknown axis 'speed'" in line and "scheme, coefficient, step_size, steps" in line
+    assert "unknown axis 'speed' for --x" in line and "scheme, coefficient, step_size, steps, cfl, time" in line
     line = one_line_error(invoke("map", schemes_store, "-o", str(tmp_path / "out"), "--facet", "coefficient"))
-    assert "already on the map" in line
+    assert "--facet 'coefficient' is already on the map" in line
     assert not (tmp_path / "out").exists()
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The title and legend the figure was saved with (PNG text chunks)."""
+    with Image.open(path) as image:
+        return dict(image.text)
+
+
+def test_cfl_axis_on_a_step_size_sweep_and_no_facet(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "cfl"
+    result = invoke("map", schemes_store, "-o", str(out), "--x", "cfl", "--facet", "none")
+    assert result.exit_code == 0, result.output
+    maps_written = sorted(p.name for p in out.glob("map_*.png"))
+    assert maps_written == ["map_scheme-crank-nicolson.png", "map_scheme-ftcs.png"]  # no facet: one map per scheme
+    overview = png_text(out / "overview.png")
+    assert "class over all 2 step counts" in overview["Title"] and "showing" not in overview["Title"]
+    ftcs = png_text(out / "map_scheme-ftcs.png")
+    assert "von Neumann bound" in ftcs["Description"]
+    implicit = png_text(out / "map_scheme-crank-nicolson.png")
+    # legend entries only for the classes present: Crank–Nicolson is never unstable here
+    assert "divergent" not in implicit["Description"] and "not computed" not in implicit["Description"]
+    assert "von Neumann bound" not in implicit["Description"]
+
+
+def test_overview_says_when_it_shows_only_some_maps_and_keeps_the_theory(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "by-step-size"
+    result = invoke("map", schemes_store, "-o", str(out), "--x", "steps", "--facet", "step_size")
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("map_*.png"))) == 2 * 9
+    overview = png_text(out / "overview.png")
+    assert "showing 12 of 18 maps" in overview["Title"]
+    assert "von Neumann bound" in overview["Description"]
+    assert "not computed" not in overview["Description"]
+
+
+def test_incomplete_store_legend_names_the_missing_runs(tmp_path: Path) -> None:
+    partial = compute(SCHEMES_SWEEP, tmp_path / "partial.zarr", blocks=2)
+    out = tmp_path / "maps"
+    assert invoke("map", partial, "-o", str(out)).exit_code == 0
+    assert "not computed" in png_text(out / "overview.png")["Description"]

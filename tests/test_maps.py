@@ -16,6 +16,7 @@ from conftest import compute_store
 from pipeline import maps
 from pipeline.errors import MapError, StoreError
 from pipeline.numerics import stability_limit
+from pipeline.sweep import RunModel
 
 CELLS = {1: 32, 2: 16, 3: 12}
 COEFFICIENTS = [0.5, 1.0, 2.0]
@@ -137,10 +138,13 @@ def test_stability_map_orders_axes_and_names_classes(ftcs: xr.Dataset) -> None:
     assert swapped.dims == ("step_size", "steps", "coefficient")
 
 
-def test_model_value_reads_attributes_and_coordinates(implicit: xr.Dataset) -> None:
-    assert maps.model_value(implicit, "dims") == 1
-    assert maps.model_value(implicit, "boundary") == "neumann"
-    assert list(maps.model_value(implicit, "scheme").values) == ["backward-euler", "crank-nicolson"]
+def test_run_model_reads_attributes_and_selected_coordinates(implicit: xr.Dataset) -> None:
+    model = maps.run_model(implicit.sel(scheme="crank-nicolson"))
+    assert model == RunModel(scheme="crank-nicolson", dims=1, cells=CELLS[1], length=1.0,
+                             boundary="neumann", initial="random", seed=3)
+    assert model.dx == 1.0 / CELLS[1] and model.stability_limit is None
+    with pytest.raises(MapError, match="select one value of scheme first"):
+        maps.run_model(implicit)
 
 
 def test_maps_dataset_round_trips(implicit: xr.Dataset, tmp_path: Path) -> None:
@@ -184,10 +188,204 @@ def test_open_results_refuses_what_is_not_a_results_store(tmp_path: Path) -> Non
         maps.open_results(str(tmp_path / "other.zarr"))
 
 
-def test_unknown_axis_is_refused(implicit: xr.Dataset) -> None:
-    with pytest.raises(MapError, match=r"unknown axis 'speed' for --x; the axes of this sweep are scheme, "):
+def test_unknown_axis_is_refused_in_terms_of_the_arguments(implicit: xr.Dataset) -> None:
+    with pytest.raises(maps.AxisError, match=r"unknown axis 'speed' for x; the axes of this sweep are scheme, ") as caught:
         maps.resolve_axes(implicit, x="speed")
-    with pytest.raises(MapError, match="both 'coefficient'"):
+    assert caught.value.naming({"x": "--x"}).startswith("unknown axis 'speed' for --x;")
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, MapError)
+    with pytest.raises(maps.AxisError, match="x and y are both 'coefficient'"):
         maps.resolve_axes(implicit, x="coefficient", y="coefficient")
-    assert maps.resolve_axes(implicit) == ("step_size", "coefficient", "steps")
-    assert maps.resolve_axes(implicit, x="coefficient") == ("coefficient", "step_size", "steps")
+    with pytest.raises(maps.AxisError, match="x 'cfl' and y 'step_size' both run along 'step_size'"):
+        maps.resolve_axes(implicit, x="cfl", y="step_size")
+    with pytest.raises(maps.AxisError, match="unknown axis 'cfl' for facet; the sweep axes are"):
+        maps.resolve_axes(implicit, facet="cfl")
+    default = maps.resolve_axes(implicit)
+    assert (default.x, default.y, default.facet, default.panels) == ("step_size", "coefficient", "steps", ("scheme",))
+    swapped = maps.resolve_axes(implicit, x="coefficient")
+    assert (swapped.x, swapped.y, swapped.facet) == ("coefficient", "step_size", "steps")
+
+
+# -- the public API's own examples ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["pipeline.maps", "pipeline.plotting", "pipeline.report"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    failed, attempted = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert attempted > 0 and failed == 0
+
+
+# -- axes, summaries and the cheapest setting ------------------------------------------------
+
+
+def test_any_stored_coordinate_is_an_axis(ftcs: xr.Dataset) -> None:
+    axes = maps.resolve_axes(ftcs, x="cfl")
+    assert (axes.x, axes.x_dim, axes.y, axes.y_dim, axes.facet) == ("cfl", "step_size", "coefficient", "coefficient", "steps")
+    status = maps.stability_map(ftcs, x="cfl", facet="steps")
+    assert status.dims == ("steps", "coefficient", "step_size")
+    assert status["cfl"].dims == ("coefficient", "step_size")  # drawn on its 2-D grid
+    time = maps.resolve_axes(ftcs, x="step_size", y="time")
+    assert (time.y_dim, time.facet, time.panels) == ("steps", "coefficient", ())
+
+
+def test_setting_status_is_the_worst_unstable_class_else_the_last(ftcs: xr.Dataset) -> None:
+    status = ftcs["status"].transpose("coefficient", "step_size", "steps").values
+    summary = maps.setting_status(ftcs).transpose("coefficient", "step_size").values
+    for index in np.ndindex(summary.shape):
+        classes = list(status[index])
+        unstable = [c for c in classes if c >= 2]
+        assert summary[index] == (max(unstable) if unstable else classes[-1]), (index, classes)
+    assert {0, 3} <= set(np.unique(summary))  # both outcomes occur, so the check above means something
+    flat = maps.stability_map(ftcs, facet=None)
+    assert flat.dims == ("coefficient", "step_size")
+
+
+def test_cheapest_setting_is_the_fewest_steps_then_the_largest_step_size(ftcs: xr.Dataset) -> None:
+    """Against a direct search over the stored classes, one coefficient at a time."""
+    status = ftcs["status"].transpose("coefficient", "step_size", "steps").values
+    sizes = ftcs["step_size"].values
+    cheapest = maps.cheapest_setting(ftcs).compute()
+    for i, coefficient in enumerate(ftcs["coefficient"].values):
+        candidates = []
+        for j, size in enumerate(sizes):
+            classes = status[i, j]
+            if (classes >= 0).all() and (classes <= 1).all() and (classes == 0).any():
+                candidates.append((STEPS[int(np.argmax(classes == 0))], -size))
+        steps, negative_size = min(candidates)
+        here = cheapest.sel(coefficient=coefficient)
+        assert int(here["min_steps_to_equilibrium"]) == steps
+        assert float(here["cheapest_step_size"]) == -negative_size
+        dx = 1.0 / CELLS[int(ftcs.attrs["dims"])]
+        assert float(here["cheapest_cfl"]) == pytest.approx(coefficient * -negative_size / dx**2)
+
+
+# -- the categorical plot helper on plain xarray data ------------------------------------------
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def test_plot_status_colours_every_cell_by_its_class_on_a_plain_open_zarr(tmp_path: Path) -> None:
+    from matplotlib.colors import to_rgba
+
+    from pipeline.plotting import CLASS_COLOURS
+
+    text = sweep_text(1).replace("criteria:", "chunks: {coefficient: 1}\ncriteria:")
+    store = compute_store(text, tmp_path / "partial.zarr", blocks=2)
+    plain = xr.open_zarr(store)  # no diffsweep in between: int8 with -1, or NaN through a _FillValue
+    status = plain.status.sel(steps=1000)
+    figure, ax = _figure()
+    mesh = maps.plot_status(status, ax=ax)
+    codes = status.transpose("coefficient", "step_size").values.astype(float)
+    codes = np.where(np.isnan(codes), -1, codes).astype(int)
+    expected = np.array([[to_rgba(CLASS_COLOURS[c]) for c in row] for row in codes])
+    drawn = mesh.to_rgba(mesh.get_array()).reshape(expected.shape)
+    np.testing.assert_allclose(drawn, expected, atol=1e-6)
+    # the same classes decoded through a _FillValue (float, NaN where not computed)
+    decoded = maps.plot_status(status.where(status >= 0), ax=_figure()[1], colorbar=False)
+    np.testing.assert_allclose(decoded.to_rgba(decoded.get_array()).reshape(expected.shape), expected, atol=1e-6)
+    names = [label.get_text() for label in figure.axes[-1].get_yticklabels()]
+    present = {-1: "not computed", 0: "equilibrium", 1: "transient", 2: "oscillating", 3: "divergent"}
+    assert names == [present[c] for c in (0, 1, 2, 3, -1) if c in codes]
+    assert "not computed" in names and "oscillating" not in names
+    assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("step size Δt [")
+    assert ax.get_ylabel().startswith("diffusion coefficient D [")
+    with pytest.raises(ValueError, match="two dimensions"):
+        maps.plot_status(plain.status, ax=ax)  # three dimensions
+
+
+def test_plot_status_draws_a_derived_coordinate_on_its_2d_grid(ftcs: xr.Dataset) -> None:
+    _, ax = _figure()
+    mesh = maps.plot_status(ftcs.status.sel(steps=3000), x="cfl", y="coefficient", ax=ax, colorbar=False)
+    corners = mesh.get_coordinates()  # (ny + 1, nx + 1, 2) cell corners
+    x_corners = corners[..., 0]
+    # each row of cells (one coefficient) is shifted along the CFL axis by its coefficient
+    ratio = x_corners[-1, 0] / x_corners[0, 0]
+    assert ratio > 3 and ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "CFL number r = D·Δt/Δx²"  # units "1" left out
+
+
+def _bound_points(ax) -> np.ndarray:
+    """Vertices of the first contour drawn on ``ax``: the bound (the equilibrium line comes second)."""
+    from matplotlib.contour import ContourSet
+
+    bound = next(c for c in ax.get_children() if isinstance(c, ContourSet))
+    return np.concatenate([p.vertices for p in bound.get_paths()])
+
+
+def test_theory_line_sits_on_the_von_neumann_bound_whatever_the_axes(ftcs: xr.Dataset, tmp_path: Path) -> None:
+    """The drawn bound satisfies D·Δt/Δx² = 1/(2d) (independent of the code's own formula)."""
+    from pipeline import plotting
+
+    dims = int(ftcs.attrs["dims"])
+    dx = 1.0 / CELLS[dims]
+    ds = ftcs.copy()
+    for name in ds.coords:
+        ds[name] = ds[name].compute()
+    cases = {
+        ("step_size", "coefficient"): lambda x, y: y * x / dx**2,
+        ("cfl", "coefficient"): lambda x, y: x,
+        ("coefficient", "step_size"): lambda x, y: x * y / dx**2,
+    }
+    for (x, y), cfl in cases.items():
+        axes = maps.resolve_axes(ds, x=x, y=y, facet="steps")
+        selection = {"steps": len(STEPS) - 1}
+        _, ax = _figure()
+        lines = plotting._draw(ax, ds, axes, ds.status.isel(selection), selection, [0, 1, 2, 3])
+        assert plotting.BOUND_LABEL in lines, (x, y)
+        points = _bound_points(ax)
+        assert len(points) >= 10
+        np.testing.assert_allclose(cfl(points[:, 0], points[:, 1]), 1 / (2 * dims), rtol=0.02, err_msg=f"{x}, {y}")
+
+
+# -- colours that stay apart ------------------------------------------------------------------
+
+#: Machado, Oliveira & Fernandes (2009) simulation matrices at full severity, on linear RGB
+CVD = {
+    "protanopia": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]]),
+    "deuteranopia": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]]),
+}
+
+
+def _linear_rgb(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    c = np.array(to_rgb(colour))
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _lab(linear: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of a linear sRGB colour."""
+    to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = to_xyz @ np.clip(linear, 0, 1) / (to_xyz @ np.ones(3))
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_class_colours_stay_apart_in_greyscale_and_for_colour_blind_readers() -> None:
+    from itertools import combinations
+
+    from pipeline.plotting import CLASS_COLOURS
+
+    lab = {code: _lab(_linear_rgb(colour)) for code, colour in CLASS_COLOURS.items()}
+    # greyscale keeps only the lightness: every pair of classes at least 15 L* apart
+    for a, b in combinations(lab, 2):
+        assert abs(lab[a][0] - lab[b][0]) >= 15, (a, b, lab[a][0], lab[b][0])
+    # red-green colour blindness: every pair still 30 ΔE*ab apart once simulated
+    for name, matrix in CVD.items():
+        seen = {code: _lab(matrix @ _linear_rgb(colour)) for code, colour in CLASS_COLOURS.items()}
+        for a, b in combinations(seen, 2):
+            assert np.linalg.norm(seen[a] - seen[b]) >= 30, (name, a, b)
+    # and the stable classes are the cool ones, the unstable ones warm (blue above red)
+    for code in (0, 1):
+        assert lab[code][2] < 0  # b* < 0: blue
+    for code in (2, 3):
+        assert lab[code][1] > 0  # a* > 0: red/orange
