@@ -182,14 +182,15 @@ def test_bad_sweep_through_the_console_script_is_one_line(tmp_path: Path) -> Non
 def test_existing_store_without_flags_and_another_sweep_on_resume(tmp_path: Path, existing_store) -> None:
     sweep, store, digest = existing_store
     runner = CliRunner()
+    # the library names its arguments (resume=True); the command line names its flags
     line = _one_line_error(runner.invoke(cli, ["run", str(sweep), "-o", str(store), "--in-process"]))
-    assert "already exists" in line
+    assert "already exists; pass --resume to complete it or --overwrite to replace it" in line
     other = tmp_path / "other.yaml"
     other.write_text(GOOD_MINIMAL.replace("steps: [10, 50, 200]", "steps: [10, 50, 300]"))
     line = _one_line_error(runner.invoke(cli, ["run", str(other), "-o", str(store), "--resume", "--in-process"]))
-    assert "holds sweep 'minimal'" in line
+    assert "holds sweep 'minimal'" in line and line.endswith("use another store or --overwrite")
     line = _one_line_error(runner.invoke(cli, ["run", str(sweep), "-o", str(store), "--resume", "--overwrite"]))
-    assert "contradict" in line
+    assert "--resume and --overwrite contradict each other" in line
     assert tree_digest(store) == digest
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import numpy as np
 import pytest
 from conftest import SMALL_SWEEP
+from plan_cases import sweep_texts
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pipeline import planning
 from pipeline.compute import compute_block
 from pipeline.numerics import Grid, discrete_solution, initial_condition
-from pipeline.sweep import parse_sweep
+from pipeline.sweep import DEFAULT_MEMORY_LIMIT, parse_sweep
 
 
 def test_keys_are_identical_across_builds_and_change_with_the_sweep() -> None:
@@ -22,16 +26,6 @@ def test_keys_are_identical_across_builds_and_change_with_the_sweep() -> None:
     assert len(set(keys)) == len(keys) == first.n_blocks == 6
     other = planning.plan(parse_sweep(SMALL_SWEEP.replace("num: 6", "num: 5")), parallelism=2)
     assert not set(keys) & {other.key(b) for b in other.blocks()}
-
-
-def test_explicit_chunks_tile_the_grid_exactly_once() -> None:
-    plan = planning.plan(parse_sweep(SMALL_SWEEP))
-    assert plan.chunks == (2, 4, 3)  # steps is never chunked
-    seen = np.zeros(plan.shape, dtype=int)
-    for block in plan.blocks():
-        assert block.slices[-1] == slice(0, 3)
-        seen[block.slices] += 1
-    assert (seen == 1).all()
 
 
 def test_swept_model_keys_split_blocks_and_automatic_blocks_are_bounded() -> None:
@@ -83,3 +77,70 @@ def test_block_fields_are_the_exact_discrete_solution_of_their_own_runs() -> Non
             np.testing.assert_allclose(run.field.values, exact, atol=1e-10)
     assert dataset.status.dtype == np.int8
     assert dataset.sizes == {"coefficient": 2, "step_size": 4, "steps": 3, "x": 32}
+
+
+# -- the planner's guarantees, over generated sweeps ----------------------------------------
+
+PLANS = settings(deadline=None, max_examples=60)
+
+
+@PLANS
+@given(text=sweep_texts(), parallelism=st.integers(1, 16))
+def test_blocks_tile_the_grid_exactly_once(text: str, parallelism: int) -> None:
+    plan = planning.plan(parse_sweep(text), parallelism=parallelism)
+    for name, size in plan.sweep.chunks:  # explicit chunks are the blocks; steps is never chunked
+        assert plan.chunks[plan.axis_names.index(name)] == size
+    assert plan.chunks[-1] == plan.shape[-1]
+    covered = np.zeros(plan.shape, dtype=np.int64)
+    blocks = list(plan.blocks())
+    for block in blocks:
+        assert block.dims == plan.axis_names and block.slices[-1] == slice(0, plan.shape[-1])
+        assert all(0 <= s.start < s.stop <= n for s, n in zip(block.slices, plan.shape, strict=True))
+        covered[block.slices] += 1
+    assert (covered == 1).all()
+    assert len(blocks) == plan.n_blocks == len({block.index for block in blocks})
+    assert sum(block.n_runs for block in blocks) == plan.n_runs
+    # a swept model key never shares a block: every block has a single model
+    for name in plan.sweep.swept_model_keys:
+        assert all(block.shape[plan.axis_names.index(name)] == 1 for block in blocks)
+
+
+#: a sweep whose blocks the memory bound decides: 21 MB per run, cheap enough in time for ~70
+MEMORY_BOUND = """\
+name: memory-bound
+model: {scheme: ftcs, dims: 3, cells: 64}
+sweep:
+  coefficient: {geomspace: [0.01, 1.0], num: 40}
+  step_size: {linspace: [1.0e-6, 1.0e-4], num: 40}
+  steps: [1, 2, 5, 10]
+output: {fields: checkpoints}
+"""
+
+
+@PLANS
+@given(text=sweep_texts(), parallelism=st.integers(1, 16))
+@example(text=MEMORY_BOUND, parallelism=1)
+def test_every_automatic_block_fits_the_memory_bound(text: str, parallelism: int) -> None:
+    sweep = parse_sweep(text)
+    plan = planning.plan(sweep, parallelism=parallelism)
+    per_run = sweep.memory_per_run()
+    largest = max(block.n_runs for block in plan.blocks())
+    assert largest == plan.runs_per_task
+    if sweep.chunks:  # explicit blocks: the parser already held them to its memory limit
+        assert largest * per_run <= DEFAULT_MEMORY_LIMIT
+    else:  # automatic blocks: within MAX_BLOCK_BYTES, unless a single run is larger
+        assert largest * per_run <= planning.MAX_BLOCK_BYTES or largest == 1
+    assert plan.memory_per_task == largest * per_run
+
+
+@PLANS
+@given(text=sweep_texts(), parallelism=st.integers(1, 16))
+def test_keys_are_stable_across_rebuilds_and_pickling(text: str, parallelism: int) -> None:
+    plan = planning.plan(parse_sweep(text), parallelism=parallelism)
+    keys = [plan.key(block) for block in plan.blocks()]
+    assert len(set(keys)) == len(keys)
+    # the same definition written differently, planned again, and a plan shipped to a worker
+    rewritten = planning.plan(parse_sweep("# reformatted\n" + text.replace(": ", ":  ")), parallelism=parallelism)
+    shipped = pickle.loads(pickle.dumps(plan))
+    for other in (rewritten, shipped):
+        assert [other.key(block) for block in other.blocks()] == keys

@@ -75,6 +75,19 @@ def test_existing_store_is_refused_without_flags_and_left_untouched(tmp_path, pl
     assert tree_digest(url) == before
 
 
+def test_refusals_name_arguments_and_carry_the_builtin_error_meaning(tmp_path, plan) -> None:
+    with pytest.raises(FileNotFoundError, match="no results store at") as missing:
+        store.read_attributes(str(tmp_path / "missing.zarr"))
+    assert isinstance(missing.value, StoreError)
+    url = str(tmp_path / "e.zarr")
+    runner.run_sweep(plan, url)
+    with pytest.raises(FileExistsError) as existing:
+        runner.run_sweep(plan, url)
+    assert isinstance(existing.value, StoreError) and "--" not in str(existing.value)
+    with pytest.raises(StoreError, match="resume=True and overwrite=True contradict each other"):
+        runner.run_sweep(plan, url, resume=True, overwrite=True)
+
+
 def test_overwrite_refuses_a_directory_that_is_not_a_diffsweep_store(tmp_path, plan) -> None:
     precious = tmp_path / "thesis"
     precious.mkdir()
