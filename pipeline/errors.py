@@ -1,11 +1,16 @@
 """The project's exceptions: one base class, one subclass per kind of bad input.
 
 Every error the user can cause derives from :class:`DiffsweepError`; the command line
-turns these into one line on stderr and exit status 2.  Anything else that escapes is
-a failure during computation (exit status 1).
+turns these into one line on stderr and exit status 2.  :class:`ComputationError` is a
+failure during computation that diffsweep can explain in one line; it and anything else
+that escapes exit with status 1.  Each class also derives from the built-in exception
+of the same meaning (``ValueError``, ``ConnectionError``), so ``except ConnectionError``
+catches a scheduler that cannot be reached, as it would for any other library.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class DiffsweepError(Exception):
@@ -61,9 +66,73 @@ class StoreExistsError(StoreError, FileExistsError):
     """Something is already at the location of a new results store (neither resume nor overwrite)."""
 
 
-class ClusterError(DiffsweepError):
-    """A dask scheduler cannot be reached or configured."""
+class ArgumentNaming:
+    """Mixin: the message names the caller's arguments as ```name```.
+
+    A library error speaks of the arguments of the function that refused them
+    (```scheduler_file```); a caller that exposes them under other names (the command
+    line: ``--scheduler-file``) shows :meth:`naming` instead of ``str(error)``.
+    """
+
+    arguments: tuple[str, ...]
+
+    def naming(self, rename: Callable[[str], str]) -> str:
+        """The message with each argument ```name``` replaced by ``rename(name)``."""
+        text = str(self)
+        for name in self.arguments:
+            text = text.replace(f"`{name}`", rename(name))
+        return text
+
+
+class ClusterConfigError(ArgumentNaming, DiffsweepError, ValueError):
+    """Cluster arguments contradict each other, or a cluster cannot be configured.
+
+    Parameters
+    ----------
+    message
+        What is wrong; arguments are named in backticks (```jobs```).
+    arguments
+        The argument names the message mentions, for :meth:`naming`.
+    """
+
+    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.arguments = arguments
+
+
+class ClusterError(ArgumentNaming, DiffsweepError, ConnectionError):
+    """A dask scheduler cannot be reached, is not one, or has no workers.
+
+    Parameters
+    ----------
+    message
+        What happened, naming the address; arguments are named in backticks.
+    arguments
+        The argument names the message mentions, for :meth:`naming`.
+    """
+
+    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.arguments = arguments
+
+
+class ComputationError(Exception):
+    """A failure during computation that diffsweep explains in one line (exit status 1)."""
+
+
+class SchedulerLostError(ComputationError, ConnectionError):
+    """The connection to the dask scheduler was lost while blocks were computing.
+
+    Blocks already written are recorded in the store; the rest can be computed later
+    (``diffsweep run ... --resume``).
+    """
 
 
 class MapError(DiffsweepError):
     """A map or recommendation cannot be made from the given store or options."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -23,7 +23,7 @@ import pytest
 from certs import dask_tls_args, make_tls_files
 from conftest import diffsweep
 
-from pipeline.cluster import open_client, security_from_options
+from pipeline.cluster import ClusterSpec, open_client
 from pipeline.errors import ClusterError
 
 pytestmark = pytest.mark.cluster
@@ -65,12 +65,18 @@ class DaskProcesses:
                 continue
         return found
 
-    def security(self):
-        if self.tls is None:
-            return None
-        return security_from_options(
-            str(self.tls["ca"]), str(self.tls["client"]), str(self.tls["client-key"])
-        )
+    def spec(self, **arguments) -> ClusterSpec:
+        """A spec for this scheduler (by address unless told otherwise), with its TLS files."""
+        tls = {}
+        if self.tls is not None:
+            tls = {
+                "tls_ca_file": str(self.tls["ca"]),
+                "tls_cert": str(self.tls["client"]),
+                "tls_key": str(self.tls["client-key"]),
+            }
+        if "scheduler_file" not in arguments:
+            arguments.setdefault("scheduler", self.address)
+        return ClusterSpec(**{**tls, **arguments})
 
     def cli_tls_args(self) -> list[str]:
         if self.tls is None:
@@ -147,7 +153,7 @@ def start_dask(directory: Path, *, workers: int = 2, tls: bool = False) -> DaskP
             ]  # fmt: skip
             processes.append(_dask(*worker_args, log=directory / f"worker-{index}.log"))
         cluster = DaskProcesses(address, scheduler_file, directory, processes, files)
-        with open_client(scheduler=address, security=cluster.security(), timeout=30) as client:
+        with open_client(cluster.spec(connect_timeout=30)) as client:
             client.wait_for_workers(workers, timeout=90)
     except BaseException:
         for process in processes:
@@ -199,11 +205,11 @@ def _square_sum(client) -> int:
 
 
 def test_connect_by_scheduler_file_and_address(tcp_cluster: DaskProcesses) -> None:
-    with open_client(scheduler_file=str(tcp_cluster.scheduler_file)) as client:
+    with open_client(ClusterSpec(scheduler_file=str(tcp_cluster.scheduler_file))) as client:
         assert client.scheduler.address == tcp_cluster.address
         assert len(client.nthreads()) == 2
         assert _square_sum(client) == sum(x * x for x in range(20))
-    with open_client(scheduler=tcp_cluster.address) as client:
+    with open_client(ClusterSpec(scheduler=tcp_cluster.address)) as client:
         assert _square_sum(client) == sum(x * x for x in range(20))
 
 
@@ -219,7 +225,7 @@ def test_every_listening_socket_is_on_loopback(
 
 
 def test_local_cluster_listens_on_loopback_only() -> None:
-    with open_client(workers=1) as client:
+    with open_client(ClusterSpec(workers=1)) as client:
         assert _square_sum(client) == sum(x * x for x in range(20))
         me = psutil.Process()
         pids = [me.pid, *(child.pid for child in me.children(recursive=True))]
@@ -232,7 +238,7 @@ def test_unreachable_scheduler_is_a_cluster_error_within_the_timeout() -> None:
     address = f"tcp://127.0.0.1:{_closed_port()}"
     start = time.monotonic()
     with pytest.raises(ClusterError, match=f"cannot connect to the dask scheduler at {address}"):
-        with open_client(scheduler=address, timeout=2):
+        with open_client(ClusterSpec(scheduler=address, connect_timeout=2)):
             pass
     assert time.monotonic() - start < 10
 
@@ -257,7 +263,7 @@ def test_something_that_is_not_a_scheduler_is_a_cluster_error() -> None:
         thread = threading.Thread(target=answer_nonsense, daemon=True)
         thread.start()
         with pytest.raises(ClusterError, match=address):
-            with open_client(scheduler=address, timeout=2):
+            with open_client(ClusterSpec(scheduler=address, connect_timeout=2)):
                 pass
         thread.join(5)
 
@@ -285,9 +291,7 @@ def test_cli_unreachable_scheduler_exits_2_with_one_line(
 
 def test_tls_client_connects(tls_cluster: DaskProcesses) -> None:
     assert tls_cluster.address.startswith("tls://127.0.0.1:")
-    with open_client(
-        scheduler_file=str(tls_cluster.scheduler_file), security=tls_cluster.security()
-    ) as client:
+    with open_client(tls_cluster.spec(scheduler_file=str(tls_cluster.scheduler_file))) as client:
         assert len(client.nthreads()) == 2
         assert _square_sum(client) == sum(x * x for x in range(20))
 
@@ -295,15 +299,15 @@ def test_tls_client_connects(tls_cluster: DaskProcesses) -> None:
 def test_tls_scheduler_refuses_plain_tcp(tls_cluster: DaskProcesses) -> None:
     plain = tls_cluster.address.replace("tls://", "tcp://")
     with pytest.raises(ClusterError, match=plain):
-        with open_client(scheduler=plain, timeout=2):
+        with open_client(ClusterSpec(scheduler=plain, connect_timeout=2)):
             pass
 
 
 def test_tls_address_without_credentials_is_refused_before_connecting(
     tls_cluster: DaskProcesses,
 ) -> None:
-    with pytest.raises(ClusterError, match="uses TLS: give --tls-ca-file and --tls-cert"):
-        with open_client(scheduler=tls_cluster.address, timeout=2):
+    with pytest.raises(ClusterError, match="uses TLS: give `tls_ca_file` and `tls_cert`"):
+        with open_client(ClusterSpec(scheduler=tls_cluster.address, connect_timeout=2)):
             pass
 
 
@@ -311,11 +315,15 @@ def test_tls_scheduler_refuses_a_certificate_from_another_ca(
     tls_cluster: DaskProcesses, tmp_path: Path
 ) -> None:
     stranger = make_tls_files(tmp_path / "stranger")
-    security = security_from_options(
-        str(stranger["ca"]), str(stranger["client"]), str(stranger["client-key"])
+    spec = ClusterSpec(
+        scheduler=tls_cluster.address,
+        tls_ca_file=str(stranger["ca"]),
+        tls_cert=str(stranger["client"]),
+        tls_key=str(stranger["client-key"]),
+        connect_timeout=2,
     )
     with pytest.raises(ClusterError, match=tls_cluster.address):
-        with open_client(scheduler=tls_cluster.address, security=security, timeout=2):
+        with open_client(spec):
             pass
 
 
@@ -413,7 +421,7 @@ def test_sigkill_a_worker_while_blocks_run(tcp_cluster: DaskProcesses, tmp_path:
     reference, store = tmp_path / "reference.zarr", tmp_path / "killed.zarr"
     _run(str(sweep), "-o", str(reference), "--workers", "2")
 
-    with open_client(scheduler=tcp_cluster.address) as watcher:
+    with open_client(ClusterSpec(scheduler=tcp_cluster.address)) as watcher:
         worker_pids = watcher.run(os.getpid)  # worker address -> pid (the nanny's child)
         run = subprocess.Popen(
             ["diffsweep", "run", str(sweep), "-o", str(store), "--no-progress",

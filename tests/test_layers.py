@@ -25,6 +25,7 @@ LAYERS = {
     "pipeline.executors": 4,
     "pipeline.store": 5,
     "pipeline.runner": 5,
+    "pipeline.store_probe": 5,
     "pipeline.maps": 6,
     "pipeline.plotting": 6,
     "pipeline.report": 6,

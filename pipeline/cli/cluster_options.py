@@ -1,38 +1,45 @@
 """Command-line options that choose the dask cluster and the store's storage options.
 
-``@cluster_options`` adds them to a command; inside it, ``client_from_options(**kwargs)``
-opens the client they describe and ``storage_options_from(kwargs)`` gives the fsspec
-options for the store::
+``@cluster_options`` adds them to a command and hands the command two keyword
+arguments instead of one per option: ``cluster``, a validated
+:class:`~pipeline.cluster.ClusterSpec`, and ``storage_options``, the fsspec options for
+the store::
 
     @click.command()
     @cluster_options
-    def run(sweep_file, store, **options):
-        cluster = pop_cluster_options(options)
-        with client_from_options(**cluster) as client:
-            check_store_writable(client, store, storage_options_from(cluster))
+    def run(sweep_file, store, cluster: ClusterSpec, storage_options: dict):
+        with open_client(cluster, warn=echo_warning) as client:
+            check_store_writable(client, store, storage_options)
+
+Each option is named after the :class:`~pipeline.cluster.ClusterSpec` field it fills
+(``--scheduler-file`` fills ``scheduler_file``); the spec checks the values, once, and
+its errors name the options as flags here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
-from pipeline.cluster import JOBQUEUE_KINDS
-
-if TYPE_CHECKING:
-    import distributed
+from pipeline.cli.main import flag_name
+from pipeline.cluster import (
+    CONNECT_TIMEOUT_CONFIG_KEY,
+    JOBQUEUE_KINDS,
+    WORKER_TIMEOUT_CONFIG_KEY,
+    ClusterSpec,
+)
+from pipeline.errors import ClusterConfigError
 
 __all__ = [
-    "CLUSTER_OPTION_NAMES",
-    "client_from_options",
+    "STORAGE_OPTIONS_CONFIG_KEY",
     "cluster_kind_option",
     "cluster_options",
-    "pop_cluster_options",
-    "storage_options_from",
+    "echo_warning",
+    "parse_storage_options",
     "storage_options_option",
 ]
 
@@ -41,28 +48,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: dask config key holding default fsspec storage options for stores (a mapping)
 STORAGE_OPTIONS_CONFIG_KEY = "diffsweep.storage-options"
 
-#: dask config key: seconds (or "10s") to wait for a scheduler before giving up
-CONNECT_TIMEOUT_CONFIG_KEY = "diffsweep.connect-timeout"
+_SPEC_FIELDS = frozenset(field.name for field in dataclasses.fields(ClusterSpec))
 
-#: keyword names the options below give the command
-CLUSTER_OPTION_NAMES = (
-    "scheduler",
-    "scheduler_file",
-    "workers",
-    "cluster",
-    "jobs",
-    "maximum_jobs",
-    "tls_ca_file",
-    "tls_cert",
-    "tls_key",
-    "storage_option",
-)
 
-_pem_file = click.Path(exists=True, dir_okay=False, readable=True, path_type=str)
+def _seconds(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    """``30``, ``30s``, ``2min`` -> seconds (dask's timedelta syntax)."""
+    from dask.utils import parse_timedelta
+
+    if value is None:
+        return None
+    try:
+        return float(parse_timedelta(value, "s"))
+    except (ValueError, KeyError, TypeError):
+        raise click.BadParameter(
+            f"expected seconds such as 30, 30s or 2m. Got {value!r} instead."
+        ) from None
+
 
 cluster_kind_option = click.option(
     "--cluster",
-    type=click.Choice(list(JOBQUEUE_KINDS)),
+    metavar=f"[{'|'.join(JOBQUEUE_KINDS)}]",
     default=None,
     help=(
         "Start workers through a batch system with dask-jobqueue, configured by your "
@@ -71,19 +76,9 @@ cluster_kind_option = click.option(
     ),
 )
 
-#: ``--storage-option KEY=VALUE`` (repeatable), also for the commands that only read a store
-storage_options_option = click.option(
-    "--storage-option",
-    "storage_option",
-    metavar="KEY=VALUE",
-    multiple=True,
-    help=(
-        "fsspec option for a store URL such as s3://bucket/x.zarr, passed to the workers "
-        "too; repeatable; dotted keys nest (client_kwargs.endpoint_url=http://...). "
-        f"Defaults come from the dask config key {STORAGE_OPTIONS_CONFIG_KEY}."
-    ),
-)
+_PATH = click.Path(dir_okay=False, path_type=str)
 
+#: the options, in the order --help lists them; each is named after a ClusterSpec field
 _OPTIONS = [
     click.option(
         "--scheduler",
@@ -98,14 +93,14 @@ _OPTIONS = [
     click.option(
         "--scheduler-file",
         metavar="FILE",
-        type=click.Path(dir_okay=False, path_type=str),
+        type=_PATH,
         default=None,
         help="JSON file written by `dask scheduler --scheduler-file FILE`; connect to it.",
     ),
     click.option(
         "--workers",
         metavar="N",
-        type=click.IntRange(min=1),
+        type=int,
         default=None,
         help="Worker processes of the local cluster (default: one per core).",
     ),
@@ -113,170 +108,67 @@ _OPTIONS = [
     click.option(
         "--jobs",
         metavar="N",
-        type=click.IntRange(min=1),
+        type=int,
         default=None,
         help="With --cluster: batch jobs to submit (default 1; minimum with --maximum-jobs).",
     ),
     click.option(
         "--maximum-jobs",
         metavar="N",
-        type=click.IntRange(min=1),
+        type=int,
         default=None,
         help="With --cluster: scale adaptively up to N jobs while blocks are waiting.",
     ),
     click.option(
         "--tls-ca-file",
         metavar="PEM",
-        type=_pem_file,
+        type=_PATH,
         default=None,
         help="CA certificate that signed the scheduler's certificate (for tls:// addresses).",
     ),
     click.option(
         "--tls-cert",
         metavar="PEM",
-        type=_pem_file,
+        type=_PATH,
         default=None,
         help="This client's certificate, signed by the same CA (may include the key).",
     ),
     click.option(
         "--tls-key",
         metavar="PEM",
-        type=_pem_file,
+        type=_PATH,
         default=None,
         help="This client's private key, if not inside --tls-cert.",
     ),
-    storage_options_option,
+    click.option(
+        "--connect-timeout",
+        metavar="SECONDS",
+        default=None,
+        callback=_seconds,
+        help=(
+            "Give up if the scheduler does not answer as a dask scheduler within this time "
+            f"(default 10 s, or the dask config key {CONNECT_TIMEOUT_CONFIG_KEY})."
+        ),
+    ),
+    click.option(
+        "--worker-timeout",
+        metavar="SECONDS",
+        default=None,
+        callback=_seconds,
+        help=(
+            "Give up if the scheduler has no worker for this long, at the start or during "
+            f"the run (default 60 s, or the dask config key {WORKER_TIMEOUT_CONFIG_KEY}; "
+            "with --cluster no limit, as jobs wait in the batch queue)."
+        ),
+    ),
 ]
 
 
-def _check_combinations(options: Mapping[str, Any]) -> None:
-    """Refuse options that contradict each other (click.UsageError, exit status 2)."""
-    if options.get("scheduler") and options.get("scheduler_file"):
-        raise click.UsageError("--scheduler and --scheduler-file are mutually exclusive.")
-    remote = (
-        "--scheduler"
-        if options.get("scheduler")
-        else ("--scheduler-file" if options.get("scheduler_file") else None)
-    )
-    if options.get("cluster") and remote:
-        raise click.UsageError(f"--cluster and {remote} are mutually exclusive.")
-    if options.get("workers") is not None and (remote or options.get("cluster")):
-        raise click.UsageError(
-            "--workers sizes the local cluster only; with --cluster use --jobs, with a "
-            "running scheduler start more `dask worker` processes."
-        )
-    for name in ("jobs", "maximum_jobs"):
-        if options.get(name) is not None and not options.get("cluster"):
-            raise click.UsageError(f"--{name.replace('_', '-')} needs --cluster.")
-    jobs, maximum = options.get("jobs"), options.get("maximum_jobs")
-    if jobs is not None and maximum is not None and jobs > maximum:
-        raise click.UsageError(f"--jobs {jobs} is larger than --maximum-jobs {maximum}.")
-    tls = {name: options.get(name) for name in ("tls_ca_file", "tls_cert", "tls_key")}
-    if any(tls.values()) and options.get("cluster"):
-        raise click.UsageError(
-            "--cluster makes its own TLS credentials for each run; to use your own, set "
-            "distributed.comm.tls.* (scheduler, worker and client) in the dask config."
-        )
-    if any(tls.values()) and not (tls["tls_ca_file"] and tls["tls_cert"]):
-        raise click.UsageError(
-            "TLS needs both --tls-ca-file and --tls-cert (and --tls-key "
-            "unless the certificate file holds the key)."
-        )
-    storage_options_from(options)  # BadParameter on a malformed KEY=VALUE
+def parse_storage_options(items: Sequence[str]) -> dict[str, Any]:
+    """fsspec storage options: the dask config's defaults updated by ``KEY=VALUE`` items.
 
-
-def cluster_options(f: F) -> F:
-    """Add the cluster and storage options to a click command.
-
-    Adds ``--scheduler``, ``--scheduler-file``, ``--workers``, ``--cluster``, ``--jobs``,
-    ``--maximum-jobs``, ``--tls-ca-file``, ``--tls-cert``, ``--tls-key`` and
-    ``--storage-option``; the command receives them as keyword arguments named in
-    :data:`CLUSTER_OPTION_NAMES`.  Contradictory combinations are refused with a usage
-    error (exit status 2) before the command body runs.
-    """
-
-    @functools.wraps(f)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        _check_combinations(kwargs)
-        return f(*args, **kwargs)
-
-    for option in reversed(_OPTIONS):
-        checked = option(checked)
-    return checked  # type: ignore[return-value]
-
-
-def pop_cluster_options(kwargs: MutableMapping[str, Any]) -> dict[str, Any]:
-    """Remove the cluster options from a command's keyword arguments and return them."""
-    return {name: kwargs.pop(name) for name in CLUSTER_OPTION_NAMES if name in kwargs}
-
-
-def _echo_warning(message: str) -> None:
-    click.echo(f"Warning: {message}", err=True)
-
-
-@contextmanager
-def client_from_options(
-    *,
-    scheduler: str | None = None,
-    scheduler_file: str | None = None,
-    workers: int | None = None,
-    cluster: str | None = None,
-    jobs: int | None = None,
-    maximum_jobs: int | None = None,
-    tls_ca_file: str | None = None,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    timeout: float | None = None,
-    **_other: Any,
-) -> Iterator[distributed.Client]:
-    """Open the client the command-line options describe (see :func:`pipeline.cluster.open_client`).
-
-    Other keyword arguments (``storage_option``, the command's own options) are ignored,
-    so a command may pass all of its keyword arguments.  Warnings (plain ``tcp://`` to
-    another machine) go to stderr; errors are :class:`~pipeline.errors.ClusterError`
-    (exit status 2 through the command group).  ``timeout`` defaults to the dask config
-    key ``diffsweep.connect-timeout`` (``DASK_DIFFSWEEP__CONNECT_TIMEOUT``), else 10 s.
-    """
-    import dask.config
-    from dask.utils import parse_timedelta
-
-    from pipeline.cluster import open_client, security_from_options
-
-    _check_combinations(locals())
-    if timeout is None:
-        timeout = parse_timedelta(dask.config.get(CONNECT_TIMEOUT_CONFIG_KEY, "10s"), "s")
-    security = security_from_options(tls_ca_file, tls_cert, tls_key)
-    with open_client(
-        scheduler=scheduler,
-        scheduler_file=scheduler_file,
-        workers=workers,
-        security=security,
-        cluster=cluster,
-        jobs=jobs,
-        maximum_jobs=maximum_jobs,
-        timeout=timeout,
-        warn=_echo_warning,
-    ) as client:
-        yield client
-
-
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if value is None and text.strip() not in ("null", "~", "None", ""):
-        return text
-    return value if isinstance(value, str | int | float | bool) or value is None else text
-
-
-def storage_options_from(options: Mapping[str, Any]) -> dict[str, Any]:
-    """fsspec storage options: the dask config's defaults updated by ``--storage-option``.
-
-    ``KEY=VALUE`` values are read as YAML scalars (``true``, ``3``, ``1.5``, else a
-    string); a dotted key ``a.b=1`` becomes ``{"a": {"b": 1}}``.
+    Values are read as YAML scalars (``true``, ``3``, ``1.5``, else a string); a dotted
+    key ``a.b=1`` becomes ``{"a": {"b": 1}}``.
 
     Raises
     ------
@@ -290,7 +182,7 @@ def storage_options_from(options: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = copy.deepcopy(
         dict(dask.config.get(STORAGE_OPTIONS_CONFIG_KEY, {}) or {})
     )
-    for item in options.get("storage_option") or ():
+    for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
@@ -306,3 +198,70 @@ def storage_options_from(options: Mapping[str, Any]) -> dict[str, Any]:
             target = child
         target[leaf] = _parse_value(text)
     return result
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if value is None and text.strip() not in ("null", "~", "None", ""):
+        return text
+    return value if isinstance(value, str | int | float | bool) or value is None else text
+
+
+def _storage_options(
+    _ctx: click.Context, _param: click.Parameter, value: Sequence[str]
+) -> dict[str, Any]:
+    return parse_storage_options(value)
+
+
+#: ``--storage-option KEY=VALUE`` (repeatable): gives the command ``storage_options``, a
+#: dict; also for the commands that only read a store
+storage_options_option = click.option(
+    "--storage-option",
+    "storage_options",
+    metavar="KEY=VALUE",
+    multiple=True,
+    callback=_storage_options,
+    help=(
+        "fsspec option for a store URL such as s3://bucket/x.zarr, passed to the workers "
+        "too; repeatable; dotted keys nest (client_kwargs.endpoint_url=http://...). "
+        f"Defaults come from the dask config key {STORAGE_OPTIONS_CONFIG_KEY}."
+    ),
+)
+
+_OPTIONS.append(storage_options_option)
+
+
+def cluster_options(f: F) -> F:
+    """Add the cluster and storage options to a click command.
+
+    The command receives ``cluster`` (a :class:`~pipeline.cluster.ClusterSpec` built from
+    ``--scheduler``, ``--scheduler-file``, ``--workers``, ``--cluster``, ``--jobs``,
+    ``--maximum-jobs``, ``--tls-ca-file``, ``--tls-cert``, ``--tls-key``,
+    ``--connect-timeout`` and ``--worker-timeout``) and ``storage_options`` (a dict from
+    ``--storage-option`` and the dask config).  Values the spec refuses are a usage
+    error (exit status 2) before the command body runs.
+    """
+
+    @functools.wraps(f)
+    def with_spec(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in list(kwargs) if name in _SPEC_FIELDS}
+        values = {name: value for name, value in given.items() if value is not None}
+        try:
+            kwargs["cluster"] = ClusterSpec(**values)
+        except ClusterConfigError as error:
+            raise click.UsageError(error.naming(flag_name)) from None
+        return f(*args, **kwargs)
+
+    for option in reversed(_OPTIONS):
+        with_spec = option(with_spec)
+    return with_spec  # type: ignore[return-value]
+
+
+def echo_warning(message: str) -> None:
+    """Show a warning from :func:`pipeline.cluster.open_client` on stderr."""
+    click.echo(f"Warning: {message}", err=True)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.errors import DiffsweepError
+from pipeline.errors import ArgumentNaming, ComputationError, DiffsweepError, first_line
 
 #: command name -> "module:attribute" of its click command
 COMMANDS = {
@@ -29,6 +29,18 @@ COMMANDS = {
 }
 
 DEBUG_KEY = "diffsweep.debug"
+
+
+def flag_name(argument: str) -> str:
+    """The command-line flag of a library argument: ``scheduler_file`` -> ``--scheduler-file``."""
+    return "--" + argument.replace("_", "-")
+
+
+def error_line(error: BaseException) -> str:
+    """``error``'s message as the command line shows it: arguments named as flags."""
+    if isinstance(error, ArgumentNaming):
+        return error.naming(flag_name)
+    return str(error)
 
 
 class DiffsweepGroup(click.Group):
@@ -57,15 +69,20 @@ class DiffsweepGroup(click.Group):
         except DiffsweepError as error:
             if ctx.meta.get(DEBUG_KEY):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {error_line(error)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except ComputationError as error:
+            if ctx.meta.get(DEBUG_KEY):
+                raise
+            click.echo(f"Error: {error_line(error)}", err=True)
+            ctx.exit(1)
         except Exception as error:
             if ctx.meta.get(DEBUG_KEY):
                 raise
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = first_line(error) if str(error).strip() else ""
             click.echo(
                 f"Error: computation failed: {type(error).__name__}: {message} "
                 "(run with --debug for the traceback)",

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli.cluster_options import storage_options_from, storage_options_option
+from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
 from pipeline.errors import MapError
 
@@ -68,7 +68,7 @@ def map_command(
     facet: str | None,
     write_html: bool,
     dpi: int,
-    storage_option: tuple[str, ...],
+    storage_options: dict[str, Any],
 ) -> None:
     """Draw the stability maps of the results in STORE into DIR.
 
@@ -85,7 +85,6 @@ def map_command(
     """
     from pipeline import maps, plotting, report
 
-    storage_options = storage_options_from({"storage_option": storage_option})
     ds = maps.open_results(store, storage_options)
     try:
         axes = maps.resolve_axes(ds, x_axis, y_axis, facet)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
-from pipeline.cli.cluster_options import storage_options_from, storage_options_option
+from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
 
 
@@ -15,7 +16,7 @@ from pipeline.cli.options import debug_option, store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per coefficient.")
 @storage_options_option
 @debug_option
-def recommend(store: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
+def recommend(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Per coefficient (and per value of any swept model key) in STORE: the largest step
     size stable at every step count against the von Neumann bound, the fewest steps that
     reach equilibrium against the slowest-mode prediction, the cheapest stable setting
@@ -30,7 +31,6 @@ def recommend(store: str, as_json: bool, storage_option: tuple[str, ...]) -> Non
     from pipeline import maps, report
     from pipeline.cli.map import completeness
 
-    storage_options = storage_options_from({"storage_option": storage_option})
     ds = maps.open_results(store, storage_options)
     records = maps.recommend(ds)
     warning, state = completeness(store, ds, storage_options)

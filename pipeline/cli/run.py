@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.cluster_options import client_from_options, cluster_options, storage_options_from
+from pipeline.cli.cluster_options import cluster_options, echo_warning
 from pipeline.cli.options import debug_option, memory_limit_option, set_option, sweep_argument
+from pipeline.errors import SchedulerLostError
+
+if TYPE_CHECKING:
+    from pipeline.cluster import ClusterSpec
 
 log = logging.getLogger("pipeline")
 
@@ -46,7 +52,8 @@ def run(
     memory_limit: int,
     overrides: tuple[str, ...],
     verbose: bool,
-    **cluster: object,
+    cluster: ClusterSpec,
+    storage_options: dict[str, Any],
 ) -> None:
     """Compute the sweep defined in SWEEP and write every result into STORE.
 
@@ -65,16 +72,16 @@ def run(
     """
     from tqdm.auto import tqdm
 
-    from pipeline import cluster as clusters
     from pipeline import runner
+    from pipeline.cluster import describe, open_client
     from pipeline.executors import DaskExecutor, Executor, InProcessExecutor
+    from pipeline.store_probe import absolute_store_path, check_store_writable
     from pipeline.sweep import load_sweep
 
     if verbose:
         logging.getLogger("pipeline").setLevel(logging.INFO)
     sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
-    url = clusters.absolute_store_path(store)
-    storage_options = storage_options_from(cluster)
+    url = absolute_store_path(store)
     with _flag_wording():
         runner.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options)
 
@@ -104,11 +111,21 @@ def run(
     if in_process:
         summary = execute_with(InProcessExecutor())
     else:
-        with client_from_options(**cluster) as client:
-            click.echo(clusters.describe(client), err=True)
-            clusters.check_store_writable(client, url, storage_options)
-            summary = execute_with(DaskExecutor(client))
+        try:
+            with open_client(cluster, warn=echo_warning) as client:
+                click.echo(describe(client), err=True)
+                check_store_writable(client, url, storage_options)
+                summary = execute_with(DaskExecutor(client))
+        except SchedulerLostError as error:
+            raise SchedulerLostError(f"{error}; {resume_hint(sweep_file, store, overrides)}") from error
     click.echo(summary.text())
+
+
+def resume_hint(sweep_file: str, store: str, overrides: tuple[str, ...] = ()) -> str:
+    """What to type to compute the blocks an interrupted run did not record."""
+    settings = [word for override in overrides for word in ("--set", override)]
+    command = shlex.join(["diffsweep", "run", sweep_file, "-o", store, *settings, "--resume"])
+    return f"blocks already written are kept; finish with: {command}"
 
 
 #: how the library's refusals name run_sweep's arguments, and the flags that set them

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
-from pipeline.cli.cluster_options import storage_options_from, storage_options_option
+from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
 
 
@@ -15,11 +16,10 @@ from pipeline.cli.options import debug_option, store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @storage_options_option
 @debug_option
-def status(store: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
+def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Print blocks done / total, the sweep name and hash, and the provenance of STORE."""
     from pipeline import store as stores
 
-    storage_options = storage_options_from({"storage_option": storage_option})
     attrs = stores.read_attributes(store, storage_options)
     done, total = stores.completion(store, storage_options)
     versions = json.loads(attrs.get("versions", "{}"))

@@ -1,0 +1,300 @@
+"""Opening a client for a :class:`~pipeline.cluster.spec.ClusterSpec`, with bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from pipeline.cluster.connect import Warn, connect, read_scheduler_file
+from pipeline.cluster.jobqueue import jobqueue_cluster
+from pipeline.cluster.spec import ClusterSpec
+from pipeline.errors import ClusterError, DiffsweepError, SchedulerLostError, first_line
+
+if TYPE_CHECKING:
+    import distributed
+
+__all__ = ["dashboard_link", "describe", "open_client"]
+
+logger = logging.getLogger(__name__)
+
+#: How often the watchdog asks the scheduler how many workers it has, in seconds.
+WATCH_INTERVAL = 1.0
+
+
+@contextmanager
+def open_client(
+    spec: ClusterSpec | None = None, *, warn: Warn | None = None
+) -> Iterator[distributed.Client]:
+    """Connect to (or start) the cluster ``spec`` describes; close what was started on exit.
+
+    Parameters
+    ----------
+    spec
+        Which cluster (default: ``ClusterSpec()``, the dask config's scheduler-address
+        or a local cluster).
+    warn
+        Called with a warning message (plain tcp to another machine); defaults to logging.
+
+    Yields
+    ------
+    distributed.Client
+        A client that is not set as the global default; use it explicitly.  It has at
+        least one worker, unless ``spec.worker_wait`` is ``None``.
+
+    Raises
+    ------
+    ClusterError
+        If the scheduler cannot be reached or is not a dask scheduler within
+        ``spec.connect_timeout``, or it has no worker for ``spec.worker_wait`` seconds
+        (at the start, or later while the body of the ``with`` block waits on it).
+    ClusterConfigError
+        If a dask-jobqueue cluster cannot be configured.
+    SchedulerLostError
+        If the connection to the scheduler is lost inside the ``with`` block.
+    """
+    spec = spec or ClusterSpec()
+    warn = warn or _default_warn
+    with ExitStack() as stack:
+        client = _start_client(stack, spec, warn)
+        stack.callback(client.close)
+        wait = spec.worker_wait
+        address = _scheduler_address(client)
+        if wait is not None:
+            _wait_for_a_worker(client, address, wait)
+        elif spec.cluster:
+            logger.warning(
+                "waiting for the batch system to start a worker job; "
+                "the wait is not limited (worker_timeout bounds it)"
+            )
+        watchdog = _WorkerWatchdog(client, wait) if wait is not None else None
+        if watchdog is not None:
+            stack.callback(watchdog.stop)
+        quiet = _ReconnectNoise()
+        logging.getLogger("distributed.client").addFilter(quiet)
+        stack.callback(logging.getLogger("distributed.client").removeFilter, quiet)
+        try:
+            yield client
+        except (DiffsweepError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            if watchdog is not None and watchdog.fired:
+                raise ClusterError(
+                    _no_workers_message(address, wait, during_run=True),
+                    arguments=("worker_timeout",),
+                ) from None
+            if _connection_lost(client):
+                raise SchedulerLostError(
+                    f"lost the connection to the dask scheduler {address} "
+                    f"({type(error).__name__}: {first_line(error)})"
+                ) from error
+            raise
+
+
+class _ReconnectNoise(logging.Filter):
+    """Drops distributed's tracebacks about reconnecting to a lost scheduler.
+
+    :func:`open_client` reports a lost scheduler itself, in one line
+    (:class:`~pipeline.errors.SchedulerLostError`); the dropped records go to this
+    module's debug log instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        from distributed.comm import CommClosedError
+
+        if isinstance(error, CommClosedError | OSError | TimeoutError | asyncio.CancelledError):
+            logger.debug("distributed.client: %s: %s", type(error).__name__, error)
+            return False
+        return True
+
+
+def _default_warn(message: str) -> None:
+    logger.warning(message)
+
+
+def _start_client(stack: ExitStack, spec: ClusterSpec, warn: Warn) -> distributed.Client:
+    security = spec.security()
+    timeout = spec.connect_timeout
+    if spec.scheduler_file:
+        address = read_scheduler_file(spec.scheduler_file)
+        return connect(address, security=security, timeout=timeout, warn=warn)
+    if spec.scheduler:
+        return connect(spec.scheduler, security=security, timeout=timeout, warn=warn)
+    if spec.cluster:
+        return _jobqueue_client(stack, spec, security)
+    import dask.config
+
+    configured = dask.config.get("scheduler-address", None)
+    if configured:
+        return connect(configured, security=security, timeout=timeout, warn=warn)
+    return _local_client(stack, workers=spec.workers, processes=spec.processes)
+
+
+def _scheduler_address(client: distributed.Client) -> str:
+    address = client.scheduler.address if client.scheduler is not None else None
+    return str(address) if address else "?"
+
+
+def _no_workers_message(address: str, seconds: float | None, *, during_run: bool) -> str:
+    what = "lost all its workers" if during_run else "has no workers"
+    how_long = "none came back" if during_run else "none joined"
+    return (
+        f"the dask scheduler {address} {what}: {how_long} within {seconds:g} s "
+        f"(`worker_timeout`); start some with `dask worker {address}`"
+    )
+
+
+def _wait_for_a_worker(client: distributed.Client, address: str, seconds: float) -> None:
+    if client.nthreads():
+        return
+    logger.info("waiting up to %g s for a worker to join %s", seconds, address)
+    try:
+        client.wait_for_workers(1, timeout=seconds)
+    except TimeoutError:
+        raise ClusterError(
+            _no_workers_message(address, seconds, during_run=False),
+            arguments=("worker_timeout",),
+        ) from None
+
+
+def _connection_lost(client: distributed.Client) -> bool:
+    """Whether ``client`` no longer talks to its scheduler (reconnecting, or given up)."""
+    return str(client.status) not in ("running", "newly-created")
+
+
+class _WorkerWatchdog:
+    """Cancels the client's futures once its scheduler has had no worker for ``seconds``.
+
+    Whoever waits on a future then gets a ``CancelledError`` at once, instead of waiting
+    for workers that may never come; :attr:`fired` tells why.
+    """
+
+    def __init__(self, client: distributed.Client, seconds: float) -> None:
+        self.client = client
+        self.seconds = seconds
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="diffsweep-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        empty_since: float | None = None
+        while not self._stop.wait(WATCH_INTERVAL):
+            if _connection_lost(self.client):
+                return  # the client reports that itself
+            try:
+                workers = len(self.client.nthreads())
+            except Exception:
+                return
+            if workers:
+                empty_since = None
+                continue
+            now = time.monotonic()
+            empty_since = empty_since if empty_since is not None else now
+            if now - empty_since >= self.seconds:
+                self.fired = True
+                from distributed import Future
+
+                futures: list[Any] = [Future(key, self.client) for key in list(self.client.futures)]
+                if futures:
+                    self.client.cancel(futures, reason="no workers")
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(WATCH_INTERVAL + 5)
+
+
+def _jobqueue_client(
+    stack: ExitStack, spec: ClusterSpec, security: distributed.Security | None
+) -> distributed.Client:
+    from distributed import Client
+
+    assert spec.cluster is not None
+    job_cluster = jobqueue_cluster(
+        spec.cluster, security=security if security is not None else True
+    )
+    stack.callback(job_cluster.close)
+    if spec.maximum_jobs is not None:
+        job_cluster.adapt(minimum_jobs=spec.jobs or 0, maximum_jobs=spec.maximum_jobs)
+    else:
+        job_cluster.scale(jobs=spec.jobs or 1)
+    logger.info("submitting %s job(s) with:\n%s", spec.jobs or 1, job_cluster.job_script())
+    return Client(
+        job_cluster,
+        security=job_cluster.security,
+        timeout=spec.connect_timeout,
+        set_as_default=False,
+    )
+
+
+def _local_client(stack: ExitStack, *, workers: int | None, processes: bool) -> distributed.Client:
+    import warnings
+
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster
+
+    n_workers = workers or CPU_COUNT or 1
+    with warnings.catch_warnings(record=True) as caught:
+        # "Port 8787 is already in use ... on port N instead": falling back is what we want.
+        warnings.filterwarnings("always", message="Port .* is already in use", category=UserWarning)
+        local = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=processes,
+            # worker processes talk tcp on loopback; threads use inproc:// (no socket)
+            **({"host": "127.0.0.1"} if processes else {}),
+            dashboard_address="127.0.0.1:8787",
+        )
+    for item in caught:
+        if "is already in use" in str(item.message):
+            logger.info("dashboard: %s", str(item.message).replace("\n", " "))
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    stack.callback(local.close)
+    return Client(local, set_as_default=False)
+
+
+# --------------------------------------------------------------------------- describing
+
+
+def describe(client: distributed.Client) -> str:
+    """One line naming the scheduler, its workers and threads, and the dashboard."""
+    nthreads = client.nthreads()
+    address = _scheduler_address(client)
+    n_workers = len(nthreads)
+    n_threads = sum(nthreads.values())
+    text = (
+        f"dask scheduler {address}: {n_workers} worker{'s' if n_workers != 1 else ''}, "
+        f"{n_threads} thread{'s' if n_threads != 1 else ''}"
+    )
+    link = dashboard_link(client)
+    if link:
+        text += f", dashboard {link}"
+    return text
+
+
+def dashboard_link(client: distributed.Client) -> str | None:
+    """The scheduler's dashboard URL, or ``None`` if it serves none.
+
+    A local cluster's dashboard listens on 127.0.0.1; a remote scheduler's link is
+    built from its address and dashboard port (dask's ``distributed.dashboard.link``).
+    """
+    try:
+        info = client.scheduler_info(n_workers=0)
+    except Exception:
+        return None
+    if "dashboard" not in info.get("services", {}):
+        return None
+    try:
+        link: str = client.dashboard_link
+    except Exception:
+        return None
+    return link
