@@ -84,6 +84,9 @@ NOT_COMPUTED_NAME = "not computed"
 #: model keys a store written before ``seed`` was recorded may lack, with their value then
 _DEFAULTS = {"seed": 0}
 _NAMES = np.array([NOT_COMPUTED_NAME, *STATUS_NAMES], dtype=object)
+#: the attribute that marks a zarr store as a maps dataset (and its format)
+MAPS_FORMAT_ATTR = "diffsweep_maps_format"
+MAPS_FORMAT = 1
 #: attributes carried from the results store into the maps dataset
 PROVENANCE_ATTRS = (
     "sweep_name",
@@ -850,20 +853,59 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     result.attrs = {k: _python(ds.attrs[k]) for k in PROVENANCE_ATTRS if k in ds.attrs}
     result.attrs["title"] = f"diffsweep stability maps: {ds.attrs.get('sweep_name', '')}".strip()
     result.attrs["step_axis"] = axis
+    result.attrs[MAPS_FORMAT_ATTR] = MAPS_FORMAT
     computed, total = computed_runs(ds)
     result.attrs["runs_computed"] = computed
     result.attrs["runs_total"] = total
     return result
 
 
-def save_maps(maps: xr.Dataset, path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write a :func:`maps_dataset` as a zarr store (replacing one already at ``path``).
+def save_maps(
+    maps: xr.Dataset,
+    path: str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Write a :func:`maps_dataset` as a zarr store; it opens with plain ``xarray.open_zarr(path)``.
 
-    It opens again with plain ``xarray.open_zarr(path)``.
+    Parameters
+    ----------
+    maps
+        The dataset to write.
+    path
+        Local path or fsspec URL; nothing may be there yet, unless ``overwrite``.
+    storage_options
+        Passed to fsspec for remote paths.
+    overwrite
+        Replace a maps dataset written here before. Anything else at ``path`` (a results
+        store, a folder of other files) is never replaced.
+
+    Raises
+    ------
+    StoreError
+        Something is at ``path`` and ``overwrite`` is off, or it is not a maps dataset.
     """
+    import fsspec
+    import zarr
+
+    options = dict(storage_options) if storage_options else {}
+    fs, root = fsspec.core.url_to_fs(str(path), **options)
+    if fs.exists(root):
+        if not fs.isdir(root):
+            raise StoreError(f"{str(path)!r} is a file; the maps dataset needs a new path")
+        if fs.ls(root):
+            if not overwrite:
+                raise StoreError(f"{str(path)!r} already exists; pass overwrite=True to replace a maps dataset written there")
+            try:
+                attrs = dict(zarr.open_group(str(path), mode="r", storage_options=options or None).attrs)
+            except Exception:
+                attrs = {}
+            if MAPS_FORMAT_ATTR not in attrs:
+                kind = "a diffsweep results store" if "sweep_hash" in attrs else "not a diffsweep maps dataset"
+                raise StoreError(f"{str(path)!r} is {kind}; it is never replaced")
+    maps = maps.assign_attrs({MAPS_FORMAT_ATTR: MAPS_FORMAT})
     with warnings.catch_warnings():
         # zarr calls consolidated metadata an extension of the v3 spec; xarray writes it on purpose
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        maps.to_zarr(
-            path, mode="w", consolidated=True, storage_options=dict(storage_options) if storage_options else None
-        )
+        maps.to_zarr(path, mode="w" if overwrite else "w-", consolidated=True, storage_options=options or None)

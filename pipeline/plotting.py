@@ -31,7 +31,16 @@ import xarray as xr
 from pipeline import maps
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 
-__all__ = ["CLASS_COLOURS", "CLASS_NAMES", "LABELS", "axis_label", "axis_scale", "plot_status", "write_figures"]
+__all__ = [
+    "CLASS_COLOURS",
+    "CLASS_NAMES",
+    "LABELS",
+    "axis_label",
+    "axis_scale",
+    "figure_names",
+    "plot_status",
+    "write_figures",
+]
 
 #: class code -> name; -1 is a run not computed
 CLASS_NAMES: dict[int, str] = {NOT_COMPUTED: maps.NOT_COMPUTED_NAME, **dict(enumerate(STATUS_NAMES))}
@@ -525,22 +534,46 @@ def write_figures(
         ds[name] = ds[name].compute()
     status = _map_status(ds, axes)
     classes = classes_present(status)
-    maps_dims = [*axes.panels, *([axes.facet] if axes.facet else [])]
-    selections = _selections(ds, maps_dims)
+    names = figure_names(ds, axes)
+    selections = _selections(ds, _map_dims(axes))
     written = [_overview(ds, status, axes, out, classes, note, dpi)]
     if "coefficient" in ds["status"].dims:
         records = list(records) if records is not None else maps.recommend(ds)
         written.append(_boundary_figure(ds, out, records, note, dpi))
-    for selection in selections:
+    for selection, name in zip(selections, names[-len(selections) :], strict=True):
         figure = _figure(8.4, 5.6)
         ax = figure.add_subplot()
         lines = _draw(ax, ds, axes, status.isel(selection), selection, classes)
         here = classes_present(status.isel(selection))
         handles = _legend_handles(here, lines)
-        name = "map_" + "_".join(f"{a}-{_format(ds[a].values[i])}" for a, i in selection.items()) if selection else "map"
         title = _title(ds, selection, note, collapsed=axes.collapsed_steps)
-        written.append(_save(figure, out / f"{_slug(name)}.png", title, handles, dpi))
+        written.append(_save(figure, out / name, title, handles, dpi))
     return written
+
+
+def _map_dims(axes: maps.MapAxes) -> list[str]:
+    return [*axes.panels, *([axes.facet] if axes.facet else [])]
+
+
+def figure_names(ds: xr.Dataset, axes: maps.MapAxes) -> list[str]:
+    """The file names :func:`write_figures` writes, in its order (known before drawing).
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from pipeline import maps
+    >>> ds = xr.Dataset({"status": (("coefficient", "step_size", "steps"), [[[0, 0]]])},
+    ...                 coords={"coefficient": [1.0], "step_size": [1e-3], "steps": [10, 100]})
+    >>> figure_names(ds, maps.resolve_axes(ds))
+    ['overview.png', 'boundary.png', 'map_steps-10.png', 'map_steps-100.png']
+    """
+    names = ["overview.png"]
+    if "coefficient" in ds["status"].dims:
+        names.append("boundary.png")
+    for selection in _selections(ds, _map_dims(axes)):
+        label = "_".join(f"{a}-{_format(ds[a].values[i])}" for a, i in selection.items())
+        names.append(f"{_slug('map_' + label)}.png" if selection else "map.png")
+    return names
 
 
 def _spread(count: int, most: int) -> list[int]:

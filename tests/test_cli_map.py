@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
-from conftest import compute_store
+from conftest import compute_store, tree_digest
 from PIL import Image
 
 from pipeline import maps
@@ -217,3 +217,95 @@ def test_incomplete_store_legend_names_the_missing_runs(tmp_path: Path) -> None:
     out = tmp_path / "maps"
     assert invoke("map", partial, "-o", str(out)).exit_code == 0
     assert "not computed" in png_text(out / "overview.png")["Description"]
+
+
+# -- nothing lost: map writes only where nothing else is, and replaces only its own ------------
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` and its bytes."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_map_refuses_a_folder_holding_something_else_and_writes_nothing(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("months of work")
+    before = snapshot(out)
+    line = one_line_error(invoke("map", schemes_store, "-o", str(out)))
+    assert "is not empty" in line and "--overwrite" in line
+    assert snapshot(out) == before
+
+
+def test_map_never_deletes_a_user_folder_named_maps_zarr(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "maps.zarr").mkdir(parents=True)
+    (out / "maps.zarr" / "thesis.txt").write_text("months of work")
+    before = snapshot(out)
+    assert "is not empty" in one_line_error(invoke("map", schemes_store, "-o", str(out)))
+    line = one_line_error(invoke("map", schemes_store, "-o", str(out), "--overwrite"))
+    assert "maps.zarr was not written by diffsweep map" in line
+    assert snapshot(out) == before
+
+
+def test_map_never_deletes_the_results_store_it_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``diffsweep map maps.zarr -o .`` where the results store itself is called maps.zarr."""
+    store = Path(compute(SCHEMES_SWEEP, tmp_path / "maps.zarr"))
+    monkeypatch.chdir(tmp_path)
+    before = tree_digest(store)
+    assert "is not empty" in one_line_error(invoke("map", "maps.zarr", "-o", "."))
+    line = one_line_error(invoke("map", "maps.zarr", "-o", ".", "--overwrite"))
+    assert "maps.zarr is a diffsweep results store; it is never replaced" in line
+    assert tree_digest(store) == before
+    line = one_line_error(invoke("map", "maps.zarr", "-o", "maps.zarr", "--overwrite"))
+    assert "is a diffsweep results store; choose another folder" in line
+    assert tree_digest(store) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.zarr"]
+
+
+def test_map_again_needs_overwrite_and_then_replaces_only_its_own(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "maps"
+    assert invoke("map", schemes_store, "-o", str(out)).exit_code == 0
+    first = snapshot(out)
+    line = one_line_error(invoke("map", schemes_store, "-o", str(out)))
+    assert "already holds" in line and "written by diffsweep map earlier; pass --overwrite" in line
+    assert snapshot(out) == first
+    (out / "notes.txt").write_text("mine")
+    result = invoke("map", schemes_store, "-o", str(out), "--overwrite", "--facet", "none")
+    assert result.exit_code == 0, result.output
+    after = {p.name for p in out.iterdir()}
+    assert "notes.txt" in after and (out / "notes.txt").read_text() == "mine"
+    # the maps of the first run's facets were ours: replaced by this run's
+    assert not any("steps-" in name for name in after)
+    assert {"map_scheme-ftcs.png", "map_scheme-crank-nicolson.png", "maps.zarr", "summary.csv"} <= after
+    assert xr.open_zarr(out / "maps.zarr").attrs["source_store"] == schemes_store
+
+
+def test_overwrite_refuses_what_the_user_changed_since(schemes_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "maps"
+    assert invoke("map", schemes_store, "-o", str(out)).exit_code == 0
+    (out / "summary.csv").write_text("my own table")
+    (out / "maps.zarr" / "notes.txt").write_text("added inside the maps store")
+    before = snapshot(out)
+    line = one_line_error(invoke("map", schemes_store, "-o", str(out), "--overwrite"))
+    assert "has changed since; move it away (nothing was written)" in line
+    assert snapshot(out) == before
+
+
+def test_an_interrupted_map_is_still_recognised_as_its_own(
+    schemes_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import report
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "maps"
+    with monkeypatch.context() as patch:
+        patch.setattr(report, "write_text", interrupted)  # after the figures and summary.csv
+        assert invoke("map", schemes_store, "-o", str(out)).exit_code == 130
+    assert (out / "summary.csv").exists() and not (out / "maps.zarr").exists()
+    assert "already holds" in one_line_error(invoke("map", schemes_store, "-o", str(out)))
+    result = invoke("map", schemes_store, "-o", str(out), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "maps.zarr").exists() and (out / "summary.txt").exists()

@@ -29,6 +29,7 @@ LAYERS = {
     "pipeline.maps": 6,
     "pipeline.plotting": 6,
     "pipeline.report": 6,
+    "pipeline.outputs": 6,
     "pipeline.cluster": 7,
     "pipeline.cli": 8,
 }

@@ -208,7 +208,7 @@ def test_unknown_axis_is_refused_in_terms_of_the_arguments(implicit: xr.Dataset)
 # -- the public API's own examples ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["pipeline.maps", "pipeline.plotting", "pipeline.report"])
+@pytest.mark.parametrize("module", ["pipeline.maps", "pipeline.plotting", "pipeline.report", "pipeline.outputs"])
 def test_docstring_examples(module: str) -> None:
     import doctest
     import importlib
@@ -389,3 +389,26 @@ def test_class_colours_stay_apart_in_greyscale_and_for_colour_blind_readers() ->
         assert lab[code][2] < 0  # b* < 0: blue
     for code in (2, 3):
         assert lab[code][1] > 0  # a* > 0: red/orange
+
+
+def test_save_maps_replaces_only_a_maps_dataset(implicit: xr.Dataset, tmp_path: Path) -> None:
+    dataset = maps.maps_dataset(implicit)
+    target = tmp_path / "maps.zarr"
+    maps.save_maps(dataset, target)
+    with pytest.raises(StoreError, match="already exists; pass overwrite=True"):
+        maps.save_maps(dataset, target)
+    maps.save_maps(dataset.assign_attrs(note="second"), target, overwrite=True)
+    assert xr.open_zarr(target).attrs["note"] == "second"
+
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("months of work")
+    with pytest.raises(StoreError, match="not a diffsweep maps dataset; it is never replaced"):
+        maps.save_maps(dataset, folder, overwrite=True)
+    assert (folder / "thesis.txt").read_text() == "months of work"
+
+    results = tmp_path / "results.zarr"
+    compute_store(sweep_text(1), results)
+    with pytest.raises(StoreError, match="is a diffsweep results store; it is never replaced"):
+        maps.save_maps(dataset, results, overwrite=True)
+    assert maps.open_results(str(results)).attrs["sweep_hash"]

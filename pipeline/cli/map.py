@@ -11,6 +11,7 @@ import click
 from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
 from pipeline.errors import MapError
+from pipeline.outputs import OutputFolder
 
 #: the library's argument names, as this command's flags
 FLAGS = {"x": "--x", "y": "--y", "facet": "--facet"}
@@ -43,7 +44,7 @@ def completeness(
 @click.option(
     "-o", "--output", "out_dir", required=True, metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the figures, summary table and maps dataset (created).",
+    help="New or empty folder for the figures, summary table and maps dataset (created).",
 )
 @click.option(
     "--x", "x_axis", metavar="COORD", default=None,
@@ -58,6 +59,10 @@ def completeness(
 )
 @click.option("--html", "write_html", is_flag=True, help="Also write report.html, one self-contained page.")
 @click.option("--dpi", default=100, show_default=True, type=click.IntRange(30, 600), help="Resolution of the PNGs.")
+@click.option(
+    "--overwrite", is_flag=True,
+    help="Replace the maps written into DIR by an earlier `diffsweep map` (only those, and only unchanged).",
+)
 @storage_options_option
 @debug_option
 def map_command(
@@ -68,6 +73,7 @@ def map_command(
     facet: str | None,
     write_html: bool,
     dpi: int,
+    overwrite: bool,
     storage_options: dict[str, Any],
 ) -> None:
     """Draw the stability maps of the results in STORE into DIR.
@@ -77,6 +83,11 @@ def map_command(
     per coefficient against theory), summary.csv and summary.txt (the recommendations
     of `diffsweep recommend`), and maps.zarr (the numbers behind the figures, for
     xarray.open_zarr). An incomplete store is mapped as far as it goes.
+
+    DIR must be new or empty. With --overwrite, map replaces what it wrote into DIR
+    earlier (it keeps a list, with checksums, in DIR/.diffsweep-outputs.json) and
+    nothing else: files of yours, or its own that you have changed since, are refused,
+    and a results store is never replaced.
 
     \b
     Example:
@@ -90,10 +101,12 @@ def map_command(
         axes = maps.resolve_axes(ds, x_axis, y_axis, facet)
     except maps.AxisError as error:
         raise MapError(error.naming(FLAGS)) from None
+    files = [*plotting.figure_names(ds, axes), "summary.csv", "summary.txt", "maps.zarr"]
+    folder = OutputFolder(out_dir, writer="diffsweep map", overwrite=overwrite, overwrite_name="--overwrite")
+    folder.prepare([*files, *(["report.html"] if write_html else [])])  # before anything is written
     warning, state = completeness(store, ds, storage_options)
     if warning:
         click.echo(f"Warning: {warning}.", err=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = maps.recommend(ds)
     images = plotting.write_figures(ds, out_dir, axes, note=warning, records=records, dpi=dpi)
     name = ds.attrs.get("sweep_name", "")
@@ -119,6 +132,7 @@ def map_command(
                 store=store,
             )
         )
+    folder.commit()
     click.echo(f"{name}: {len(images)} figures and {len(written)} files in {out_dir} ({state})")
     for path in [*images, *written]:
         click.echo(f"  {path}")
