@@ -46,7 +46,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
-from pipeline.errors import MapError, StoreError
+from pipeline.errors import ArgumentNaming, MapError, StoreError
 from pipeline.numerics import equilibrium_steps, initial_condition
 from pipeline.sweep import MODEL_KEYS, STEP_AXES, RunModel
 
@@ -103,26 +103,17 @@ PROVENANCE_ATTRS = (
 )
 
 
-class AxisError(MapError, ValueError):
+class AxisError(ArgumentNaming, MapError, ValueError):
     """A map axis that the results do not have, or one asked for twice.
 
-    The message names the arguments (``x``, ``y``, ``facet``); :meth:`naming` words it
-    with other names, as the command line does with its flags.
-
-    Parameters
-    ----------
-    template
-        The message, with ``{x}``, ``{y}``, ``{facet}`` where an argument is named.
+    The message names the arguments in backticks (```x```, ```y```, ```facet```); a
+    caller that exposes them under other names shows :meth:`naming` (the command line:
+    ``--x``).
     """
 
-    def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(self.naming())
-
-    def naming(self, names: Mapping[str, str] | None = None) -> str:
-        """The message with each argument called ``names[argument]`` (default: itself)."""
-        names = names or {}
-        return self.template.format(**{a: names.get(a, a) for a in ("x", "y", "facet")})
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.arguments = tuple(a for a in ("x", "y", "facet") if f"`{a}`" in message)
 
 
 # -- opening and reading a results store ---------------------------------------------------
@@ -384,25 +375,25 @@ def resolve_axes(
     plottable = [*dims, *(str(c) for c in ds.coords if c not in dims and set(ds[c].dims) <= set(dims) and ds[c].ndim)]
     for argument, name in (("x", x), ("y", y)):
         if name is not None and name not in plottable:
-            raise AxisError(f"unknown axis {name!r} for {{{argument}}}; the axes of this sweep are {', '.join(plottable)}")
+            raise AxisError(f"unknown axis {name!r} for `{argument}`; the axes of this sweep are {', '.join(plottable)}")
     x = x or axis
     x_dim = own_dim(x, dims)
     if y is None:
         y = axis if x_dim == "coefficient" else "coefficient"
     y_dim = own_dim(y, dims)
     if x == y:
-        raise AxisError(f"{{x}} and {{y}} are both {x!r}; choose two different axes")
+        raise AxisError(f"`x` and `y` are both {x!r}; choose two different axes")
     if x_dim == y_dim:
-        raise AxisError(f"{{x}} {x!r} and {{y}} {y!r} both run along {x_dim!r}; choose axes along two dimensions")
+        raise AxisError(f"`x` {x!r} and `y` {y!r} both run along {x_dim!r}; choose axes along two dimensions")
     rest = [d for d in dims if d not in (x_dim, y_dim)]
     if facet == "none":
         facet = None
     elif facet is None:
         facet = "steps" if "steps" in rest else (rest[0] if rest else None)
     elif facet in (x_dim, y_dim):
-        raise AxisError(f"{{facet}} {facet!r} is already on the map (x={x!r}, y={y!r})")
+        raise AxisError(f"`facet` {facet!r} is already on the map (x={x!r}, y={y!r})")
     elif facet not in dims:
-        raise AxisError(f"unknown axis {facet!r} for {{facet}}; the sweep axes are {', '.join(dims)}")
+        raise AxisError(f"unknown axis {facet!r} for `facet`; the sweep axes are {', '.join(dims)}")
     collapsed = facet is None and "steps" in rest
     panels = tuple(d for d in rest if d != facet and not (collapsed and d == "steps"))
     return MapAxes(x, y, x_dim, y_dim, facet, panels, collapsed)

@@ -25,7 +25,7 @@ Examples
 >>> OutputFolder(folder.path, writer="example").prepare(["summary.csv"])  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-pipeline.outputs.OutputError: ... already holds summary.csv, written by example earlier; pass overwrite=True to replace it
+pipeline.outputs.OutputError: ... already holds summary.csv, written by example earlier; pass `overwrite` to replace it
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DiffsweepError
+from pipeline.errors import ArgumentNaming, DiffsweepError
 
 __all__ = ["MARKER", "OutputError", "OutputFolder"]
 
@@ -46,8 +46,16 @@ MARKER = ".diffsweep-outputs.json"
 _FORMAT = 1
 
 
-class OutputError(DiffsweepError, FileExistsError):
-    """Writing would replace or delete something this tool did not write."""
+class OutputError(ArgumentNaming, DiffsweepError, FileExistsError):
+    """Writing would replace or delete something this tool did not write.
+
+    A message that suggests the ``overwrite`` argument names it ```overwrite```
+    (:meth:`naming` turns it into ``--overwrite`` on the command line).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.arguments = ("overwrite",) if "`overwrite`" in message else ()
 
 
 def _digests(path: Path) -> dict[str, str]:
@@ -91,17 +99,12 @@ class OutputFolder:
         Who writes, recorded in the marker and named in messages (``"diffsweep map"``).
     overwrite
         Replace entries this writer wrote earlier (only those, and only unchanged).
-    overwrite_name
-        How messages name the ``overwrite`` switch (a command line says ``--overwrite``).
     """
 
-    def __init__(
-        self, path: str | Path, *, writer: str, overwrite: bool = False, overwrite_name: str = "overwrite=True"
-    ) -> None:
+    def __init__(self, path: str | Path, *, writer: str, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.writer = writer
         self.overwrite = overwrite
-        self.overwrite_name = overwrite_name
         self._names: list[str] = []
 
     # -- what is there -------------------------------------------------------------------
@@ -148,11 +151,11 @@ class OutputFolder:
             if ours and set(present) <= set(entries):
                 raise OutputError(
                     f"{path} already holds {', '.join(ours[:3])}{' …' if len(ours) > 3 else ''}, "
-                    f"written by {self.writer} earlier; pass {self.overwrite_name} to replace it"
+                    f"written by {self.writer} earlier; pass `overwrite` to replace it"
                 )
             raise OutputError(
                 f"{path} is not empty ({len(present)} entries, e.g. {present[0]!r}); "
-                f"choose an empty or new folder, or pass {self.overwrite_name} to replace what {self.writer} wrote there"
+                f"choose an empty or new folder, or pass `overwrite` to replace what {self.writer} wrote there"
             )
         # everything we would replace, and every earlier entry of ours no longer written
         # (stale maps of other facets), must be exactly as we left it

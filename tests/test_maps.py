@@ -189,15 +189,15 @@ def test_open_results_refuses_what_is_not_a_results_store(tmp_path: Path) -> Non
 
 
 def test_unknown_axis_is_refused_in_terms_of_the_arguments(implicit: xr.Dataset) -> None:
-    with pytest.raises(maps.AxisError, match=r"unknown axis 'speed' for x; the axes of this sweep are scheme, ") as caught:
+    with pytest.raises(maps.AxisError, match=r"unknown axis 'speed' for `x`; the axes of this sweep are scheme, ") as caught:
         maps.resolve_axes(implicit, x="speed")
-    assert caught.value.naming({"x": "--x"}).startswith("unknown axis 'speed' for --x;")
+    assert caught.value.naming(lambda name: "--" + name).startswith("unknown axis 'speed' for --x;")
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, MapError)
-    with pytest.raises(maps.AxisError, match="x and y are both 'coefficient'"):
+    with pytest.raises(maps.AxisError, match="`x` and `y` are both 'coefficient'"):
         maps.resolve_axes(implicit, x="coefficient", y="coefficient")
-    with pytest.raises(maps.AxisError, match="x 'cfl' and y 'step_size' both run along 'step_size'"):
+    with pytest.raises(maps.AxisError, match="`x` 'cfl' and `y` 'step_size' both run along 'step_size'"):
         maps.resolve_axes(implicit, x="cfl", y="step_size")
-    with pytest.raises(maps.AxisError, match="unknown axis 'cfl' for facet; the sweep axes are"):
+    with pytest.raises(maps.AxisError, match="unknown axis 'cfl' for `facet`; the sweep axes are"):
         maps.resolve_axes(implicit, facet="cfl")
     default = maps.resolve_axes(implicit)
     assert (default.x, default.y, default.facet, default.panels) == ("step_size", "coefficient", "steps", ("scheme",))

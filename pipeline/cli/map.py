@@ -10,11 +10,7 @@ import click
 
 from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
-from pipeline.errors import MapError
 from pipeline.outputs import OutputFolder
-
-#: the library's argument names, as this command's flags
-FLAGS = {"x": "--x", "y": "--y", "facet": "--facet"}
 
 
 def completeness(
@@ -97,12 +93,9 @@ def map_command(
     from pipeline import maps, plotting, report
 
     ds = maps.open_results(store, storage_options)
-    try:
-        axes = maps.resolve_axes(ds, x_axis, y_axis, facet)
-    except maps.AxisError as error:
-        raise MapError(error.naming(FLAGS)) from None
+    axes = maps.resolve_axes(ds, x_axis, y_axis, facet)  # its errors name `x`: the group shows --x
     files = [*plotting.figure_names(ds, axes), "summary.csv", "summary.txt", "maps.zarr"]
-    folder = OutputFolder(out_dir, writer="diffsweep map", overwrite=overwrite, overwrite_name="--overwrite")
+    folder = OutputFolder(out_dir, writer="diffsweep map", overwrite=overwrite)
     folder.prepare([*files, *(["report.html"] if write_html else [])])  # before anything is written
     warning, state = completeness(store, ds, storage_options)
     if warning:
