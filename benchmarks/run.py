@@ -12,8 +12,8 @@ Sections (all in one invocation, so that they share the machine's load):
    subsample of the reference sweep's results.  Both rates count *results* — one
    (coefficient, step size, steps) triple each; diffsweep integrates each trajectory once
    and measures it at every step count, the baseline integrates every triple from zero.
-3. overheads — the scheduler's share from the store's own timings (``run_seconds``,
-   ``run_compute_seconds``, ``run_write_seconds``), numba compile time in a fresh process
+3. overheads — the scheduler's share from the store's own timings (the last entry of
+   its ``run_history``: ``seconds``, ``compute_seconds``, ``write_seconds``), numba compile time in a fresh process
    with and without the on-disk cache, the first-call cost in each dask worker, and the
    store's write throughput.
 4. scaling — runs/s and peak memory of the whole CLI process tree (psutil RSS, sampled)
@@ -228,12 +228,12 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
     peak = memory.stop()
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{output}")
-    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    attrs = json.loads(zarr.open_group(str(store), mode="r").attrs["run_history"])[-1]
     plan = make_plan(parse_sweep(text), parallelism=workers)
     on_disk = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-    run_seconds = float(attrs["run_seconds"])
-    compute = float(attrs["run_compute_seconds"])
-    write = float(attrs["run_write_seconds"])
+    run_seconds = float(attrs["seconds"])
+    compute = float(attrs["compute_seconds"])
+    write = float(attrs["write_seconds"])
     shutil.rmtree(store, ignore_errors=True)
     return {
         "name": name, "workers": workers, "in_process": in_process, "runs": plan.n_runs, "results": plan.n_results,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import planning, store
+from pipeline import __version__, planning, store
 from pipeline.compute import BlockSummary, Progress
 from pipeline.diagnostics import STATUS_NAMES
 from pipeline.errors import StoreError, StoreExistsError
@@ -31,7 +32,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
-    """What a run did, for the closing paragraph and the store's attributes."""
+    """What a run did and what the store now holds, for the closing paragraph and the history.
+
+    *Runs* are trajectories (one integration per point of the grid without ``steps``);
+    *results* are runs measured at each step count (``runs x step counts``), and each
+    result has a status.  :attr:`status_counts` covers this run's results,
+    :attr:`store_counts` every result in the store (after ``--resume``, the blocks
+    stored earlier too).
+    """
 
     store: str
     runs: int
@@ -43,20 +51,108 @@ class RunSummary:
     compute_seconds: float
     write_seconds: float
     status_counts: dict[str, int] = field(default_factory=dict)
+    store_counts: dict[str, int] = field(default_factory=dict)
+    step_counts: int = 1
+    workers: int = 1
 
     @property
     def runs_per_second(self) -> float:
         return self.runs_computed / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def complete(self) -> bool:
+        """Every block of the store is computed."""
+        return self.blocks_computed + self.blocks_skipped == self.blocks_total
+
+    def history_entry(self, started: str, finished: str, outcome: str) -> dict[str, Any]:
+        """This run as one entry of the store's ``run_history`` attribute.
+
+        ``outcome`` is ``finished``, ``interrupted`` or ``failed: <exception type>``.
+        """
+        return {
+            "started": started,
+            "finished": finished,
+            "outcome": outcome,
+            "seconds": round(self.seconds, 3),
+            "blocks_computed": self.blocks_computed,
+            "blocks_stored_before": self.blocks_skipped,
+            "blocks_total": self.blocks_total,
+            "runs_computed": self.runs_computed,
+            "runs_per_second": round(self.runs_per_second, 1),
+            "compute_seconds": round(self.compute_seconds, 3),
+            "write_seconds": round(self.write_seconds, 3),
+            "workers": self.workers,
+            "status_counts": self.status_counts,
+            "host": socket.gethostname(),
+            "diffsweep_version": __version__,
+        }
+
     def text(self) -> str:
-        counts = ", ".join(f"{n} {name}" for name, n in self.status_counts.items())
-        skipped = f" ({self.blocks_skipped} already stored, skipped)" if self.blocks_skipped else ""
-        return (
-            f"Computed {self.blocks_computed} of {self.blocks_total} blocks{skipped}: "
-            f"{self.runs_computed} runs in {self.seconds:.1f} s ({self.runs_per_second:,.0f} runs/s; "
-            f"kernels {self.compute_seconds:.1f} s and writes {self.write_seconds:.1f} s summed over workers). "
-            f"Results by status (runs x step counts): {counts or 'none computed'}. Store: {self.store}"
-        )
+        """The closing paragraph: what was computed, the results by status, the store's state.
+
+        Counts carry thousands separators, durations use :func:`dask.utils.format_time`,
+        and no line is longer than :data:`SUMMARY_WIDTH` characters (except a store URL
+        that is itself longer).
+        """
+        from dask.utils import format_time
+
+        lines = []
+        if self.blocks_computed:
+            before = f" ({self.blocks_skipped:,} were already stored)" if self.blocks_skipped else ""
+            workers = f"{self.workers:,} worker{'s' if self.workers != 1 else ''}"
+            lines += [
+                f"Computed {self.blocks_computed:,} of {self.blocks_total:,} blocks in "
+                f"{format_time(self.seconds)}{before}",
+                f"  {self.runs_computed:,} runs at {_rate(self.runs_per_second)} runs/s on {workers}",
+                f"  time summed over workers: kernels {format_time(self.compute_seconds)}, "
+                f"writes {format_time(self.write_seconds)}",
+            ]
+        else:
+            lines.append(f"Nothing to compute: all {self.blocks_total:,} blocks were already stored (nothing written).")
+        if self.blocks_computed and not self.blocks_skipped and self.complete:
+            columns = {"this run (the whole store)": self.status_counts}
+        else:
+            columns = {"this run": self.status_counts} if self.blocks_computed else {}
+            columns["whole store"] = self.store_counts
+        lines += _results_table(columns, self.step_counts)
+        state = "complete" if self.complete else "incomplete"
+        done = self.blocks_computed + self.blocks_skipped
+        lines += [
+            f"Store: {self.store}",
+            f"  {state}: {done:,} of {self.blocks_total:,} blocks, {self.runs:,} runs x "
+            f"{self.step_counts:,} step counts = {self.runs * self.step_counts:,} results",
+        ]
+        return "\n".join(lines)
+
+
+#: the longest line :meth:`RunSummary.text` writes (a long store URL aside)
+SUMMARY_WIDTH = 100
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def _results_table(columns: Mapping[str, Mapping[str, int]], step_counts: int) -> list[str]:
+    """Results by status, one row per status and one column per count (``this run``, ...)."""
+    names = [*STATUS_NAMES, *{n for counts in columns.values() for n in counts if n not in STATUS_NAMES}]
+    rows = [[name, *(f"{counts.get(name, 0):,}" for counts in columns.values())] for name in names]
+    rows.append(["total", *(f"{sum(counts.values()):,}" for counts in columns.values())])
+    title = f"Results by status (a result is one run at one of its {step_counts:,} step counts)"
+    if len(columns) == 1:
+        title += f", {next(iter(columns))}:"
+        header: list[str] = []
+    else:
+        title += ":"
+        header = ["", *columns]
+    table = [header] if header else []
+    table += rows
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [title]
+    for row in table:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))]
+        lines.append(("  " + "   ".join(cells)).rstrip())
+    return lines
 
 
 def preflight(
@@ -65,14 +161,19 @@ def preflight(
     resume: bool = False,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    sweep: Sweep | None = None,
 ) -> None:
     """Refuse, without writing anything, what :func:`prepare_store` would refuse.
+
+    Cheap enough to call before a cluster starts. With ``sweep``, a store to be
+    resumed must hold that definition; the refusal names each key that differs.
 
     Raises
     ------
     StoreError
-        ``resume`` and ``overwrite`` are both set, or something that is not a
-        diffsweep store is at ``url`` (``resume`` or ``overwrite``).
+        ``resume`` and ``overwrite`` are both set, something that is not a diffsweep
+        store is at ``url`` (``resume`` or ``overwrite``), or the store holds another
+        definition than ``sweep`` (``resume``).
     StoreExistsError
         Something is at ``url`` and neither ``resume`` nor ``overwrite`` is set.
     """
@@ -83,6 +184,18 @@ def preflight(
     if not (resume or overwrite):
         raise StoreExistsError(f"{url!r} already exists; pass resume=True to complete it or overwrite=True to replace it")
     store.read_attributes(url, storage_options)  # only ever resume or replace a diffsweep store
+    if resume and sweep is not None:
+        store.check_same_definition(url, sweep, storage_options)
+
+
+def nothing_to_compute(sweep: Sweep, url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True when ``url`` is a complete store of ``sweep``: resuming it computes (and writes) nothing."""
+    if not store.exists(url, storage_options):
+        return False
+    if store.read_attributes(url, storage_options).get("sweep_hash") != sweep.sha256:
+        return False
+    done, total = store.completion(url, storage_options)
+    return done == total
 
 
 def plan_for_store(
@@ -166,34 +279,66 @@ def run_sweep(
     todo = prepare_store(url, plan, resume=resume, overwrite=overwrite, storage_options=storage_options)
     if on_start is not None:
         on_start(len(todo))
-    sink = store.BlockWriter(url, dict(storage_options or {}))
     executor = InProcessExecutor() if executor is None else executor
-    summaries: list[BlockSummary] = executor.execute(plan, todo, sink, progress=progress)
-    seconds = time.perf_counter() - started
-    counts = np.sum([s["status_counts"] for s in summaries], axis=0) if summaries else np.zeros(4, int)
-    summary = RunSummary(
+    workers = executor.parallelism
+    finished: list[BlockSummary] = []
+
+    def block_done(summary: BlockSummary) -> None:
+        finished.append(summary)
+        if progress is not None:
+            progress(summary)
+
+    def summarise(whole_store: bool) -> RunSummary:
+        return _summary(plan, url, finished, len(todo), time.perf_counter() - started, workers,
+                        store_counts=store.status_counts(url, storage_options) if whole_store else None)
+
+    if not todo:  # a resumed complete store: nothing is computed, nothing written
+        return summarise(whole_store=True)
+    try:
+        executor.execute(plan, todo, store.BlockWriter(url, dict(storage_options or {})), progress=block_done)
+    except BaseException as error:
+        # the blocks that finished are in the store; say so in its history, if it can still be written
+        outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed: {type(error).__name__}"
+        try:
+            entry = summarise(whole_store=False).history_entry(started_at, _now(), outcome)
+            store.append_run_history(url, entry, storage_options)
+        except Exception as unrecorded:  # a full disk, a lost connection: the error itself matters
+            log.debug("run history not updated: %s: %s", type(unrecorded).__name__, unrecorded)
+        raise
+    summary = summarise(whole_store=len(finished) < plan.n_blocks)
+    store.append_run_history(url, summary.history_entry(started_at, _now(), "finished"), storage_options)
+    return summary
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _summary(
+    plan: Plan,
+    url: str,
+    finished: list[BlockSummary],
+    blocks_to_compute: int,
+    seconds: float,
+    workers: int,
+    store_counts: dict[str, int] | None,
+) -> RunSummary:
+    """The summary of a run that computed the blocks ``finished`` out of ``blocks_to_compute``."""
+    counts = np.sum([s["status_counts"] for s in finished], axis=0) if finished else np.zeros(len(STATUS_NAMES), int)
+    this_run = {name: int(n) for name, n in zip(STATUS_NAMES, counts, strict=True)}
+    return RunSummary(
         store=url,
         runs=plan.n_runs,
-        runs_computed=int(sum(s["runs"] for s in summaries)),
+        runs_computed=int(sum(s["runs"] for s in finished)),
         blocks_total=plan.n_blocks,
-        blocks_computed=len(summaries),
-        blocks_skipped=plan.n_blocks - len(todo),
+        blocks_computed=len(finished),
+        blocks_skipped=plan.n_blocks - blocks_to_compute,
         seconds=seconds,
-        compute_seconds=float(sum(s["compute_seconds"] for s in summaries)),
-        write_seconds=float(sum(s["write_seconds"] for s in summaries)),
-        status_counts={name: int(n) for name, n in zip(STATUS_NAMES, counts, strict=True)},
+        compute_seconds=float(sum(s["compute_seconds"] for s in finished)),
+        write_seconds=float(sum(s["write_seconds"] for s in finished)),
+        status_counts=this_run,
+        # without blocks stored before (or missing), the whole store is this run's results
+        store_counts=dict(this_run) if store_counts is None else store_counts,
+        step_counts=len(plan.sweep.checkpoints),
+        workers=workers,
     )
-    store.update_attributes(
-        url,
-        {
-            "run_started": started_at,
-            "run_finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "run_seconds": round(seconds, 3),
-            "run_blocks_computed": summary.blocks_computed,
-            "run_runs_per_second": round(summary.runs_per_second, 1),
-            "run_compute_seconds": round(summary.compute_seconds, 3),
-            "run_write_seconds": round(summary.write_seconds, 3),
-        },
-        storage_options,
-    )
-    return summary

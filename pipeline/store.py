@@ -29,8 +29,11 @@ import xarray as xr
 import zarr
 
 from pipeline import __version__
-from pipeline.errors import StoreError, StoreNotFoundError
+from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
+from pipeline.errors import StoreError, StoreNotFoundError, SweepError
 from pipeline.planning import Block, Plan
+from pipeline.sweep import Sweep, parse_sweep
+from pipeline.sweep.compare import changes
 
 BOOKKEEPING = "_diffsweep"
 COMPLETED = "completed"
@@ -107,15 +110,33 @@ def completed_blocks(url: str, storage_options: Mapping[str, Any] | None = None)
     return _completed(url, storage_options).astype(bool)
 
 
+def check_same_definition(url: str, sweep: Sweep, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Refuse (StoreError) a store made from another sweep definition, naming what differs.
+
+    The message lists each differing key (``model.cells: 128 -> 64``) between the
+    definition recorded in the store and ``sweep``; it falls back to the hashes when the
+    recorded definition cannot be read back.
+    """
+    attrs = read_attributes(url, storage_options)
+    if attrs["sweep_hash"] == sweep.sha256:
+        return
+    what = f"{url!r} holds sweep {attrs.get('sweep_name')!r} (hash {attrs['sweep_hash'][:12]}), not this definition"
+    try:
+        stored = parse_sweep(attrs["sweep_definition"], source=url, memory_limit=2**62)
+        differences = changes(stored, sweep)
+    except (KeyError, SweepError):
+        differences = []
+    if differences:
+        what = f"{url!r} holds another definition of sweep {attrs.get('sweep_name')!r}: " + "; ".join(differences)
+    else:
+        what += f" of {sweep.name!r} (hash {sweep.sha256[:12]})"
+    raise StoreError(f"{what}; use another store or overwrite=True")
+
+
 def check_compatible(url: str, plan: Plan, storage_options: Mapping[str, Any] | None = None) -> None:
     """Refuse (StoreError) a store made from another sweep definition or block layout."""
+    check_same_definition(url, plan.sweep, storage_options)
     attrs = read_attributes(url, storage_options)
-    if attrs["sweep_hash"] != plan.sweep.sha256:
-        raise StoreError(
-            f"{url!r} holds sweep {attrs.get('sweep_name')!r} (hash {attrs['sweep_hash'][:12]}), "
-            f"not this definition of {plan.sweep.name!r} (hash {plan.sweep.sha256[:12]}); "
-            "use another store or overwrite=True"
-        )
     stored_chunks = json.loads(attrs.get("diffsweep_chunks", "null"))
     if stored_chunks != list(plan.chunks):
         raise StoreError(
@@ -224,6 +245,47 @@ def update_attributes(url: str, attrs: Mapping[str, Any], storage_options: Mappi
         zarr.consolidate_metadata(group.store)
 
 
+#: root attribute holding the run history (a JSON list, one entry per computing run)
+RUN_HISTORY = "run_history"
+
+#: what :func:`status_counts` calls results not computed yet (status -1)
+NOT_COMPUTED_NAME = "not computed"
+
+
+def run_history(url: str, storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The store's runs, oldest first: one dict per ``run`` that computed blocks into it."""
+    history = read_attributes(url, storage_options).get(RUN_HISTORY, "[]")
+    entries = json.loads(history) if isinstance(history, str) else history
+    return list(entries)
+
+
+def append_run_history(
+    url: str, entry: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Add ``entry`` to the store's run history (kept as JSON text, as netCDF allows); the new history."""
+    history = [*run_history(url, storage_options), dict(entry)]
+    update_attributes(url, {RUN_HISTORY: json.dumps(history)}, storage_options)
+    return history
+
+
+def status_counts(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Results of the whole store by status, read a row of chunks at a time.
+
+    Keys are :data:`~pipeline.diagnostics.STATUS_NAMES` and, when some results are not
+    computed yet (status -1), :data:`NOT_COMPUTED_NAME`.
+    """
+    status = _array(_open_group(url, "r", storage_options), "status")
+    counts = np.zeros(len(STATUS_NAMES) + 1, dtype=np.int64)
+    step = status.chunks[0]
+    for start in range(0, status.shape[0], step):
+        rows = np.asarray(status[start : start + step]).ravel().astype(np.int64)
+        counts += np.bincount(rows - NOT_COMPUTED, minlength=len(counts))[: len(counts)]
+    named = {name: int(n) for name, n in zip(STATUS_NAMES, counts[1:], strict=True)}
+    if counts[0]:
+        named[NOT_COMPUTED_NAME] = int(counts[0])
+    return named
+
+
 @lru_cache(maxsize=8)
 def _writer_group(url: str, options: str) -> zarr.Group:
     return _open_group(url, "r+", json.loads(options) or None)
@@ -264,11 +326,15 @@ def check_aligned(
 
 __all__ = [
     "BlockWriter",
+    "append_run_history",
     "check_compatible",
+    "check_same_definition",
     "completion",
     "create",
     "exists",
-    "template",
     "read_attributes",
+    "run_history",
+    "status_counts",
+    "template",
     "update_attributes",
 ]

@@ -61,7 +61,7 @@ def test_every_example_sweep_plans_runs_and_opens_without_diffsweep(sweep: Path,
     assert {name: info["dims"][name] for name in planned["axes"]} == planned["axes"]
     assert DOCUMENTED_VARIABLES <= set(info["variables"])
     assert {"cfl", "step_size", "time", "steps", "coefficient"} <= set(info["coords"])
-    assert {"sweep_name", "sweep_hash", "sweep_definition", "versions", "run_seconds"} <= set(info["attrs"])
+    assert {"sweep_name", "sweep_hash", "sweep_definition", "versions", "run_history"} <= set(info["attrs"])
     assert info["status_dtype"] == "int8" and info["not_computed"] == 0
     assert info["flag_meanings"] == "equilibrium transient oscillating divergent"
     assert all(units is not None for units in info["units"].values()), info["units"]
@@ -123,7 +123,7 @@ def test_resume_after_sigkill_recomputes_only_missing_blocks(tmp_path: Path) -> 
     resumed = diffsweep("run", str(sweep), "-o", str(store), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     computed, total, skipped = map(
-        int, re.search(r"Computed (\d+) of (\d+) blocks \((\d+) already stored", resumed.stdout).groups()
+        int, re.search(r"Computed (\d+) of (\d+) blocks in .* \((\d+) were already stored", resumed.stdout).groups()
     )
     assert total == 24 and skipped >= done_before and computed == total - skipped < total
 
@@ -188,7 +188,8 @@ def test_existing_store_without_flags_and_another_sweep_on_resume(tmp_path: Path
     other = tmp_path / "other.yaml"
     other.write_text(GOOD_MINIMAL.replace("steps: [10, 50, 200]", "steps: [10, 50, 300]"))
     line = _one_line_error(runner.invoke(cli, ["run", str(other), "-o", str(store), "--resume", "--in-process"]))
-    assert "holds sweep 'minimal'" in line and line.endswith("use another store or --overwrite")
+    assert "holds another definition of sweep 'minimal': sweep.steps: [10, 50, 200] -> [10, 50, 300]" in line
+    assert line.endswith("use another store or --overwrite")
     line = _one_line_error(runner.invoke(cli, ["run", str(sweep), "-o", str(store), "--resume", "--overwrite"]))
     assert "--resume and --overwrite contradict each other" in line
     assert tree_digest(store) == digest

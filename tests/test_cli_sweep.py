@@ -107,7 +107,7 @@ def test_set_overrides_plan_and_are_recorded_by_run(tmp_path: Path) -> None:
     )
     assert resumed.exit_code == 0, resumed.output
     bare = runner.invoke(cli, ["run", str(sweep), "-o", str(store), "--resume", "--in-process"])
-    assert bare.exit_code == 2 and "holds sweep 'minimal'" in bare.output
+    assert bare.exit_code == 2 and "holds another definition of sweep 'minimal': model.cells: 16 -> 32" in bare.output
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def test_existing_store_is_refused_without_flags_and_left_untouched(tmp_path, pl
     with pytest.raises(StoreError, match="already exists; pass resume=True"):
         runner.run_sweep(plan, str(url))
     other = make_plan(parse_sweep(SMALL_SWEEP.replace("num: 8", "num: 9")))
-    with pytest.raises(StoreError, match=r"holds sweep 'small' .* not this definition"):
+    with pytest.raises(StoreError, match=r"holds another definition of sweep 'small': sweep.step_size: 8 values .* -> 9 values"):
         runner.run_sweep(other, str(url), resume=True)
     assert tree_digest(url) == before
 

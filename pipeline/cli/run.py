@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import errno
 import logging
-import shlex
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline.cli.cluster_options import cluster_options, echo_warning
+from pipeline.cli.main import DEBUG_KEY
 from pipeline.cli.options import debug_option, memory_limit_option, set_option, sweep_argument
+from pipeline.cli.progress import DEFAULT_INTERVAL, RunProgress, choose_mode
 from pipeline.errors import SchedulerLostError
 
 if TYPE_CHECKING:
+    from pipeline.cli.interruptions import RunCommand  # imports distributed: only when run runs
     from pipeline.cluster import ClusterSpec
 
 log = logging.getLogger("pipeline")
 
 
-@click.command(short_help="Compute a sweep into a zarr store.")
+class _KeepsItsArguments(click.Command):
+    """A command that remembers its command line (to suggest it again with --resume)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGUMENTS_KEY] = list(args)
+        return super().parse_args(ctx, args)
+
+
+ARGUMENTS_KEY = "diffsweep.run.arguments"
+
+
+@click.command(cls=_KeepsItsArguments, short_help="Compute a sweep into a zarr store.")
 @sweep_argument
 @click.option(
     "-o", "--output", "store", required=True, metavar="STORE",
@@ -31,7 +45,13 @@ log = logging.getLogger("pipeline")
 @click.option("--overwrite", is_flag=True, help="Replace an existing diffsweep store at STORE.")
 @click.option(
     "--progress/--no-progress", default=None,
-    help="Progress bar over blocks on stderr (default: when stderr is a terminal).",
+    help="Progress on stderr: a bar on a terminal, else a log line every --progress-interval "
+    "seconds (default); --progress forces the bar, --no-progress shows neither.",
+)
+@click.option(
+    "--progress-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_INTERVAL,
+    show_default=True, metavar="SECONDS",
+    help="Seconds between progress lines when stderr is not a terminal (batch logs, nohup, pipes).",
 )
 @click.option(
     "--in-process", is_flag=True,
@@ -40,14 +60,20 @@ log = logging.getLogger("pipeline")
 @memory_limit_option
 @set_option
 @cluster_options
-@click.option("-v", "--verbose", is_flag=True, help="Log what happens (store checks, scheduler, blocks).")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Log what happens (store checks, scheduler, each block) and dask's own messages.",
+)
 @debug_option
+@click.pass_context
 def run(
+    ctx: click.Context,
     sweep_file: str,
     store: str,
     resume: bool,
     overwrite: bool,
     progress: bool | None,
+    progress_interval: float,
     in_process: bool,
     memory_limit: int,
     overrides: tuple[str, ...],
@@ -61,7 +87,7 @@ def run(
     scheduler-address if set, else a LocalCluster on this machine (127.0.0.1, one
     single-threaded worker per core). Each task computes one block of runs and
     writes it straight into the store; the store records each finished block, so an
-    interrupted run is completed with --resume.
+    interrupted run (Ctrl-C: exit status 130; a full disk: 1) is completed with --resume.
 
     \b
     Example:
@@ -70,9 +96,8 @@ def run(
       diffsweep run sweeps/ftcs-1d-stability.yaml -o c64.zarr --set model.cells=64
       diffsweep run big.yaml -o /scratch/big.zarr --scheduler-file ~/scheduler.json
     """
-    from tqdm.auto import tqdm
-
     from pipeline import runner
+    from pipeline.cli import interruptions
     from pipeline.cluster import describe, open_client
     from pipeline.executors import DaskExecutor, Executor, InProcessExecutor
     from pipeline.store_probe import absolute_store_path, check_store_writable
@@ -80,13 +105,18 @@ def run(
 
     if verbose:
         logging.getLogger("pipeline").setLevel(logging.INFO)
+    quiet = not (verbose or ctx.meta.get(DEBUG_KEY))
     sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
     url = absolute_store_path(store)
     with _flag_wording():
-        runner.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options)
+        runner.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options, sweep=sweep)
 
-    if progress is None:
-        progress = sys.stderr.isatty()
+    command = interruptions.RunCommand.of(ctx.command, ctx.meta.get(ARGUMENTS_KEY, ()))
+    reporter = RunProgress(
+        sweep.name, mode=choose_mode(progress, sys.stderr.isatty()), interval=progress_interval,
+        each_block=verbose,
+    )
+    stop = _StopReport(command, url, storage_options, reporter)
 
     def execute_with(executor: Executor) -> runner.RunSummary:
         plan = runner.plan_for_store(
@@ -96,36 +126,94 @@ def run(
             "plan: %d runs in %d blocks of up to %d runs", plan.n_runs, plan.n_blocks,
             plan.runs_per_task,
         )
-        bar = tqdm(total=0, unit="block", disable=not progress, file=sys.stderr, desc=sweep.name)
+
+        def on_start(blocks_to_compute: int) -> None:
+            stop.blocks_total = plan.n_blocks
+            reporter.start(blocks_to_compute, plan.n_blocks)
 
         try:
             with _flag_wording():
                 return runner.run_sweep(
                     plan, url, executor=executor, resume=resume, overwrite=overwrite,
-                    storage_options=storage_options, progress=lambda _: bar.update(1),
-                    on_start=lambda n: bar.reset(total=n),
+                    storage_options=storage_options, progress=reporter.block_done, on_start=on_start,
                 )
         finally:
-            bar.close()
+            reporter.close()  # before the cluster closes: the bar's time is the run's
 
-    if in_process:
-        summary = execute_with(InProcessExecutor())
-    else:
-        try:
-            with open_client(cluster, warn=echo_warning) as client:
-                click.echo(describe(client), err=True)
-                check_store_writable(client, url, storage_options)
-                summary = execute_with(DaskExecutor(client))
-        except SchedulerLostError as error:
-            raise SchedulerLostError(f"{error}; {resume_hint(sweep_file, store, overrides)}") from error
+    try:
+        with interruptions.stopped_quietly(quiet=quiet, on_second_interrupt=stop.interrupted_line), reporter:
+            if in_process or (resume and runner.nothing_to_compute(sweep, url, storage_options)):
+                summary = execute_with(InProcessExecutor())
+            else:
+                try:
+                    with ExitStack() as cluster_open:
+                        with interruptions.workers_ignore_ctrl_c():
+                            client = cluster_open.enter_context(open_client(cluster, warn=echo_warning))
+                        try:
+                            click.echo(describe(client), err=True)
+                            if quiet:
+                                interruptions.quiet_local_workers(client)
+                            check_store_writable(client, url, storage_options)
+                            summary = execute_with(DaskExecutor(client))
+                        finally:
+                            if quiet:  # what dask says while its cluster closes is not for the user
+                                interruptions.silence_cluster_logs()
+                except SchedulerLostError as error:
+                    raise SchedulerLostError(f"{error}; {stop.lost_hint()}") from error
+    except KeyboardInterrupt:
+        click.echo(stop.interrupted_line(), err=True)
+        ctx.exit(130)
+    except OSError as error:
+        if ctx.meta.get(DEBUG_KEY) or not interruptions.is_disk_full(error):
+            raise
+        click.echo(f"Error: {stop.disk_full_line(error)}", err=True)
+        ctx.exit(1)
     click.echo(summary.text())
 
 
-def resume_hint(sweep_file: str, store: str, overrides: tuple[str, ...] = ()) -> str:
-    """What to type to compute the blocks an interrupted run did not record."""
-    settings = [word for override in overrides for word in ("--set", override)]
-    command = shlex.join(["diffsweep", "run", sweep_file, "-o", store, *settings, "--resume"])
-    return f"blocks already written are kept; finish with: {command}"
+class _StopReport:
+    """The one line that says how far a stopped run got and how to finish it."""
+
+    def __init__(
+        self, command: RunCommand, url: str, storage_options: dict[str, Any] | None, reporter: RunProgress
+    ) -> None:
+        self.command = command
+        self.url = url
+        self.storage_options = storage_options
+        self.reporter = reporter
+        self.blocks_total: int | None = None  # known once the store is ready and blocks start
+
+    def _blocks_stored(self) -> int:
+        """Blocks the store records now (those that finished while the run stopped count too)."""
+        from pipeline import store
+
+        try:
+            return store.completion(self.url, self.storage_options)[0]
+        except Exception:  # unreadable right now: what this run saw finish
+            return self.reporter.blocks_before + self.reporter.blocks_done
+
+    def interrupted_line(self) -> str:
+        """``interrupted after B of N blocks; finish with: diffsweep run ... --resume``."""
+        if self.blocks_total is None:
+            return f"interrupted before any block was computed; start again with: {self.command.again()}"
+        return (
+            f"interrupted after {self._blocks_stored():,} of {self.blocks_total:,} blocks; "
+            f"finish with: {self.command.resuming()}"
+        )
+
+    def lost_hint(self) -> str:
+        """After a lost scheduler: what is kept and how to finish."""
+        return f"blocks already written are kept; finish with: {self.command.resuming()}"
+
+    def disk_full_line(self, error: OSError) -> str:
+        """The cause (no space left where the store is written) and how to go on after freeing space."""
+        cause = f"{error.strerror or error} (errno {errno.errorcode.get(error.errno or 0, error.errno)})"
+        if self.blocks_total is None:
+            return f"{cause} while creating {self.url}; free space, then start again with: {self.command.again()}"
+        return (
+            f"{cause} while writing {self.url} after {self._blocks_stored():,} of {self.blocks_total:,} blocks; "
+            f"free space, then finish with: {self.command.resuming()}"
+        )
 
 
 #: how the library's refusals name run_sweep's arguments, and the flags that set them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -18,10 +19,13 @@ from pipeline.cli.options import debug_option, store_argument
 @debug_option
 def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Print blocks done / total, the sweep name and hash, and the provenance of STORE."""
+    from dask.utils import format_time
+
     from pipeline import store as stores
 
     attrs = stores.read_attributes(store, storage_options)
     done, total = stores.completion(store, storage_options)
+    history = stores.run_history(store, storage_options)
     versions = json.loads(attrs.get("versions", "{}"))
     info = {
         "store": store,
@@ -31,8 +35,7 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
         "blocks_total": total,
         "complete": done == total,
         "created": attrs.get("created"),
-        "run_finished": attrs.get("run_finished"),
-        "run_seconds": attrs.get("run_seconds"),
+        "runs": history,
         "host": attrs.get("host"),
         "versions": versions,
     }
@@ -44,6 +47,20 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     click.echo(f"sweep     {info['sweep']}  (hash {str(info['sweep_hash'])[:12]})")
     click.echo(f"blocks    {done} / {total} ({done / total:.0%}) — {state}")
     click.echo(f"created   {info['created']} on {info['host']}")
-    if info["run_finished"]:
-        click.echo(f"last run  finished {info['run_finished']} after {info['run_seconds']} s")
+    for number, entry in enumerate(history, 1):
+        click.echo(f"{'runs' if number == 1 else '':<9} {number}. {_history_line(entry, format_time)}")
     click.echo("versions  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+def _history_line(entry: dict[str, Any], format_time: Callable[[float], str]) -> str:
+    """One run of the store's history: when, where, how it ended, what it computed."""
+    blocks = entry["blocks_computed"]
+    before = entry.get("blocks_stored_before", 0)
+    workers = entry.get("workers", 1)
+    return (
+        f"{entry['finished']} on {entry['host']}, {entry.get('outcome', 'finished')}: "
+        f"{blocks:,} block{'s' if blocks != 1 else ''}"
+        + (f" ({before:,} stored before)" if before else "")
+        + f", {entry['runs_computed']:,} runs in {format_time(entry['seconds'])}"
+        + f" on {workers:,} worker{'s' if workers != 1 else ''}"
+    )
