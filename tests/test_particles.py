@@ -401,14 +401,23 @@ def reflected_transition(cells: int, spread: float, boundary: str) -> np.ndarray
     return kernel
 
 
-@pytest.mark.parametrize(("dims", "boundary"), [(1, "neumann"), (1, "periodic"), (2, "neumann"), (3, "periodic")])
-def test_free_langevin_histogram_is_reflected_brownian_motion(dims: int, boundary: str) -> None:
+@pytest.mark.parametrize(
+    ("dims", "boundary", "cfl"),
+    [
+        (1, "neumann", 0.3),
+        (1, "neumann", 3.0),  # steps of 2.4 cells in an 8-cell box: several reflections
+        (1, "periodic", 0.3),
+        (2, "neumann", 0.3),
+        (3, "periodic", 0.3),
+    ],
+)
+def test_free_langevin_histogram_is_reflected_brownian_motion(dims: int, boundary: str, cfl: float) -> None:
     """With k = 0, Gaussian increments folded back into the box are reflected Brownian motion
     exactly, so the histogram's mean is the cell-averaged image solution."""
     grid = Grid(dims, 8, 1.0)
     u0 = initial_condition("step", grid)
     runs, particles, coefficient = 16, 4000, 0.05
-    step_size = np.full(runs, 0.3 * grid.dx**2 / coefficient)
+    step_size = np.full(runs, cfl * grid.dx**2 / coefficient)
     checkpoints = [1, 6, 40]
     mass = u0.sum() / particles
     for steps, snapshot in langevin(boundary, grid, u0, np.full(runs, coefficient), step_size, checkpoints, particles=particles, keys=keys_for(runs)):
@@ -445,8 +454,11 @@ def test_free_langevin_variance_grows_as_two_d_t(dims: int) -> None:
         assert np.all(np.abs(snapshot.variance.mean(axis=0) - expected) < Z_BOUND * standard_error)
 
 
-@pytest.mark.parametrize("drift", [0.1, 0.6, 1.2, 1.9])
-def test_stationary_variance_is_the_biased_euler_maruyama_value(drift: float) -> None:
+@pytest.mark.parametrize(
+    ("drift", "boundary"),
+    [(0.1, "neumann"), (0.6, "neumann"), (1.2, "neumann"), (1.9, "neumann"), (1.2, "periodic"), (1.2, "dirichlet")],
+)
+def test_stationary_variance_is_the_biased_euler_maruyama_value(drift: float, boundary: str) -> None:
     """Within Z_BOUND standard errors of D / (k (1 - k dt / 2)), and clearly not D / k."""
     coefficient, confinement = 0.01, 1.0
     step_size = drift / confinement
@@ -457,10 +469,11 @@ def test_stationary_variance_is_the_biased_euler_maruyama_value(drift: float) ->
     steps = 400  # (1 - k dt)**(2 n) <= 0.9**800: the initial spread is forgotten
     u0 = initial_condition("gaussian", grid)
     (_, snapshot), = langevin(
-        "neumann", grid, u0, np.full(runs, coefficient), np.full(runs, step_size), [steps],
+        boundary, grid, u0, np.full(runs, coefficient), np.full(runs, step_size), [steps],
         particles=particles, keys=keys_for(runs), confinement=confinement,
     )
     assert not snapshot.divergent.any()
+    np.testing.assert_array_equal(snapshot.survivors, particles)
     measured = snapshot.variance.mean(axis=0)
     # stationary positions are exactly Gaussian: the unbiased sample variance of n of them
     # has standard error sigma**2 sqrt(2 / (n - 1)), here averaged over the runs
@@ -495,3 +508,22 @@ def test_langevin_diverges_for_k_dt_above_two_and_not_below() -> None:
         assert np.all(np.abs(variance.mean(axis=1) - expected) < Z_BOUND * standard_error), steps
         measured[steps] = variance.mean(axis=1)
     np.testing.assert_array_equal(measured[30] > measured[10], drifts > 2)
+
+
+def test_particle_benchmark_quick_prints_its_table(tmp_path) -> None:
+    """Smoke test of benchmarks/particles.py: never a timed assertion (the machine is shared)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = tmp_path / "particles.json"
+    completed = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "particles.py"), "--quick", "--json", str(output)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    for line in ("random-walk 1-D 128 neumann", "langevin 3-D 16x16x16 neumann", "2e+08:", "1e+08:"):
+        assert line in completed.stdout, completed.stdout
+    results = json.loads(output.read_text())
+    assert results["quick"] is True and len(results["rows"]) == 6
+    assert all(row["rate_cpu"] > 0 for row in results["rows"])

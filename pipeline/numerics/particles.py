@@ -344,8 +344,19 @@ def _walk_kernel(dims: int, boundary: int) -> Any:
     return walk
 
 
+#: the largest |normal| :func:`.philox.normal_pair` can return, sqrt(-2 ln 2**-33), rounded up
+NORMAL_BOUND = 6.767
+
+
 @njit(inline="always")
-def _advance(p, lives, z, a, sigma, length, inverse_length, boundary):  # pragma: no cover
+def _advance(p, lives, z, a, sigma, length, inverse_length, boundary, once):  # pragma: no cover
+    """One Euler–Maruyama step of one coordinate (cell units), walls applied.
+
+    ``once`` (reflecting walls only) says a single reflection is always enough, which
+    holds when the drift cannot leave the box (``0 <= k dt <= 2``) and the noise is
+    shorter than the box (``NORMAL_BOUND sigma <= length``); otherwise the position is
+    folded back as many times as needed.
+    """
     centre = 0.5 * length
     if boundary == PERIODIC:
         # the force sees the wrapped position; a floor from a product instead of a
@@ -357,13 +368,16 @@ def _advance(p, lives, z, a, sigma, length, inverse_length, boundary):  # pragma
     else:
         p = p - a * (p - centre) + sigma * z
     if boundary == NEUMANN:
-        # reflect as often as needed: fold onto [0, 2 length), then mirror the upper
-        # half; a position inside the box is left exactly as it is
-        span = 2.0 * length
-        folded = p - span * np.floor(p * (0.5 * inverse_length))
-        folded = folded + span if folded < 0.0 else folded
-        folded = folded - span if folded >= span else folded
-        p = folded if folded <= length else span - folded
+        if once:
+            p = -p if p < 0.0 else p
+            p = 2.0 * length - p if p > length else p
+        else:
+            # fold onto [0, 2 length), then mirror the upper half
+            span = 2.0 * length
+            folded = p - span * np.floor(p * (0.5 * inverse_length))
+            folded = folded + span if folded < 0.0 else folded
+            folded = folded - span if folded >= span else folded
+            p = folded if folded <= length else span - folded
     if boundary == DIRICHLET:
         lives = lives & (p >= 0.0) & (p <= length)
     return p, lives
@@ -386,6 +400,7 @@ def _langevin_kernel(dims: int, boundary: int) -> Any:
             k0, k1 = key_words(keys[run])
             a = drift[run]
             sigma = noise[run]
+            once = 0.0 <= a <= 2.0 and NORMAL_BOUND * sigma <= length
             # a tile's random words, then its normals, then each step, are loops of their
             # own: short loop bodies vectorise without spilling, and the four dependent
             # steps of a particle are spread over independent iterations
@@ -418,13 +433,22 @@ def _langevin_kernel(dims: int, boundary: int) -> Any:
                             z2[j], z3[j] = normal_pair(w2[j], w3[j])
                         for w in range(max(start - 4 * quad, 0), min(stop - 4 * quad, 4)):
                             z = normals[w, :count]
-                            for j in range(count):
-                                p, lives = _advance(
-                                    x[j], living[j], z[j], a, sigma, length, inverse_length, boundary
-                                )
-                                x[j] = p
-                                if boundary == DIRICHLET:
-                                    living[j] = lives
+                            if once:  # two copies of the loop, each with a constant ``once``
+                                for j in range(count):
+                                    x[j], lives = _advance(
+                                        x[j], living[j], z[j], a, sigma, length, inverse_length,
+                                        boundary, True,
+                                    )
+                                    if boundary == DIRICHLET:
+                                        living[j] = lives
+                            else:
+                                for j in range(count):
+                                    x[j], lives = _advance(
+                                        x[j], living[j], z[j], a, sigma, length, inverse_length,
+                                        boundary, False,
+                                    )
+                                    if boundary == DIRICHLET:
+                                        living[j] = lives
 
     return langevin
 
