@@ -18,9 +18,12 @@ import xarray as xr
 from pipeline.diagnostics import STATUS_NAMES, measure_trajectory
 from pipeline.layout import step_size_from_cfl
 from pipeline.numerics import initial_condition
+from pipeline.numerics.philox import stream_key
+from pipeline.particle_diagnostics import PARTICLE_MEASURES, measure_particles
 from pipeline.planning import Block, Plan
+from pipeline.sweep import RunModel
 
-__all__ = ["BlockSummary", "Progress", "Sink", "compute_block", "run_block"]
+__all__ = ["BlockSummary", "Progress", "Sink", "compute_block", "run_block", "stream_keys"]
 
 #: receives each computed block and its Dataset (the store's writer)
 Sink = Callable[[Block, xr.Dataset], Any]
@@ -40,6 +43,23 @@ class BlockSummary(TypedDict):
 Progress = Callable[[BlockSummary], None]
 
 
+def stream_keys(model: RunModel, coefficient: np.ndarray, step_axis: str, step: np.ndarray) -> np.ndarray:
+    """The 64-bit random-stream key of every run: its seed and coordinate values.
+
+    Every model key but the seed, the coefficient and the value on the step axis
+    (``step_size`` or ``cfl``, as the sweep gives it) identify the run, so the same run
+    draws the same numbers in any sweep, block, order or executor.
+    """
+    identity = {key: value for key, value in model.as_dict().items() if key != "seed"}
+    return np.array(
+        [
+            stream_key(model.seed, {**identity, "coefficient": float(d), step_axis: float(s)})
+            for d, s in zip(np.ravel(coefficient), np.ravel(step), strict=True)
+        ],
+        dtype=np.uint64,
+    )
+
+
 def compute_block(plan: Plan, block: Block) -> xr.Dataset:
     """Integrate and measure every run of ``block``; the result has the layout's variables."""
     sweep = plan.sweep
@@ -50,18 +70,28 @@ def compute_block(plan: Plan, block: Block) -> xr.Dataset:
         coords["coefficient"].astype(float), coords[sweep.step_axis].astype(float), indexing="ij"
     )
     step_size = step_size_from_cfl(coefficient, step, grid.dx) if sweep.step_axis == "cfl" else step
-    measured = measure_trajectory(
-        model.scheme,
-        model.boundary,
-        grid,
-        initial_condition(model.initial, grid, seed=model.seed),
-        coefficient.ravel(),
-        step_size.ravel(),
-        list(sweep.checkpoints),
-        tolerance=sweep.criteria.tolerance,
-        divergence=sweep.criteria.divergence,
-        keep_fields=sweep.output.fields,
+    initial = initial_condition(model.initial, grid, seed=model.seed)
+    arguments = (
+        model.scheme, model.boundary, grid, initial, coefficient.ravel(), step_size.ravel(), list(sweep.checkpoints)
     )
+    tolerance, divergence = sweep.criteria.tolerance, sweep.criteria.divergence
+    keep_fields = sweep.output.fields
+    if model.moves_particles:
+        measured = measure_particles(
+            *arguments,
+            particles=model.particles,
+            confinement=model.confinement,
+            keys=stream_keys(model, coefficient, sweep.step_axis, step),
+            tolerance=tolerance,
+            divergence=divergence,
+            keep_fields=keep_fields,
+        )
+    else:
+        measured = measure_trajectory(*arguments, tolerance=tolerance, divergence=divergence, keep_fields=keep_fields)
+        if sweep.has_particles:  # a grid run in a sweep that also moves particles
+            runs, n_checkpoints = measured["status"].shape
+            measured.update({name: np.full((runs, n_checkpoints), np.nan) for name in PARTICLE_MEASURES})
+            measured["reason"] = np.zeros((runs, n_checkpoints), dtype=np.int8)
     return plan.layout.block_dataset(block, measured)
 
 

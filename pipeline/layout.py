@@ -56,6 +56,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.diagnostics import ATTRIBUTES, MEASURES, NOT_COMPUTED, STATUS_NAMES
+from pipeline.particle_diagnostics import PARTICLE_ATTRIBUTES, PARTICLE_MEASURES
 from pipeline.sweep import RunModel, Sweep
 
 if TYPE_CHECKING:
@@ -86,7 +87,9 @@ COORDINATE_ATTRIBUTES: dict[str, dict[str, str]] = {
     "length": {"long_name": "edge length of the domain", "units": "length"},
     "boundary": {"long_name": "boundary condition", "units": "1"},
     "initial": {"long_name": "initial condition", "units": "1"},
-    "seed": {"long_name": "random seed of the initial condition", "units": "1"},
+    "seed": {"long_name": "random seed of the initial condition and of the particles", "units": "1"},
+    "particles": {"long_name": "particles per run", "units": "1"},
+    "confinement": {"long_name": "harmonic confinement k of langevin, V = k/2 |x - x0|^2", "units": "1 / time"},
     "x": {"long_name": "cell centre, first dimension", "units": "length"},
     "y": {"long_name": "cell centre, second dimension", "units": "length"},
     "z": {"long_name": "cell centre, third dimension", "units": "length"},
@@ -98,6 +101,11 @@ STATUS_ATTRIBUTES: dict[str, Any] = {
     "missing_value_meaning": f"{NOT_COMPUTED} not computed",
 }
 FIELD_ATTRIBUTES: dict[str, str] = {"long_name": "concentration", "units": "1"}
+REASON_ATTRIBUTES: dict[str, Any] = {
+    **PARTICLE_ATTRIBUTES["reason"],
+    "flag_values": list(range(len(PARTICLE_ATTRIBUTES["reason"]["flag_meanings"].split()))),
+    "missing_value_meaning": f"{NOT_COMPUTED} not computed",
+}
 
 #: model keys the cell width ``dx = length / cells`` depends on
 _CELL_WIDTH_KEYS = ("cells", "length")
@@ -206,6 +214,9 @@ class ResultLayout:
 
         variables = [variable(name, axes, "float64", math.nan, ATTRIBUTES[name]) for name in MEASURES]
         variables.append(variable("status", axes, "int8", NOT_COMPUTED, STATUS_ATTRIBUTES))
+        if sweep.has_particles:
+            variables += [variable(name, axes, "float64", math.nan, PARTICLE_ATTRIBUTES[name]) for name in PARTICLE_MEASURES]
+            variables.append(variable("reason", axes, "int8", NOT_COMPUTED, REASON_ATTRIBUTES))
         if spatial:
             kept_steps = axes if sweep.output.fields == "checkpoints" else axes[:-1]
             variables.append(variable("field", (*kept_steps, *spatial), "float64", math.nan, FIELD_ATTRIBUTES))

@@ -82,7 +82,7 @@ __all__ = [
 #: the name of a missing result (status -1) wherever status is shown by name
 NOT_COMPUTED_NAME = "not computed"
 #: model keys a store written before ``seed`` was recorded may lack, with their value then
-_DEFAULTS = {"seed": 0}
+_DEFAULTS = {"seed": 0, "particles": 10_000, "confinement": 0.0}
 _NAMES = np.array([NOT_COMPUTED_NAME, *STATUS_NAMES], dtype=object)
 #: the attribute that marks a zarr store as a maps dataset (and its format)
 MAPS_FORMAT_ATTR = "diffsweep_maps_format"
@@ -563,26 +563,36 @@ def _broadcast_to(value: xr.DataArray | float, like: xr.Dataset) -> xr.DataArray
 def theory_max_cfl(ds: xr.Dataset) -> xr.DataArray:
     """The von Neumann bound on ``r = D dt / dx²`` (NaN for unconditionally stable schemes).
 
-    A 0-d DataArray, or one over the swept ``scheme``/``dims``.
+    A 0-d DataArray, or one over the swept ``scheme``/``dims``.  The random walk's is its
+    validity bound ``1/(2 dims)``; confined Langevin's is ``k dt = 2``, ``r = 2 D / (k dx²)``,
+    which depends on the coefficient (the result is then over ``coefficient`` too).
     """
 
     def limit(model: RunModel, values: np.ndarray) -> np.ndarray:
         bound = model.stability_limit
+        if model.step_size_limit is not None:  # langevin: k dt = 2, i.e. r = 2 D / (k dx²)
+            return model.step_size_limit * values / model.dx**2
         return np.full(np.shape(values), np.nan if bound is None else bound)
 
+    if ("confinement" in ds.attrs and float(ds.attrs["confinement"]) > 0) or "confinement" in ds["status"].dims:
+        keys = ("scheme", "dims", "cells", "length", "confinement")
+        return _per_model(ds, ds["coefficient"], limit, keys=keys)
     return _per_model(ds, xr.DataArray(0.0), limit, keys=("scheme", "dims"))
 
 
 def theory_max_step_size(ds: xr.Dataset) -> xr.DataArray:
-    """The von Neumann bound on the step size, ``Δt* = r*·Δx²/D`` per coefficient."""
+    """The von Neumann bound on the step size, ``Δt* = r*·Δx²/D`` per coefficient
+    (confined Langevin: ``2 / k``, whatever the coefficient)."""
 
     def limit(model: RunModel, coefficient: np.ndarray) -> np.ndarray:
         bound = model.stability_limit
+        if model.step_size_limit is not None:  # langevin: k dt = 2 whatever D
+            return np.full(np.shape(coefficient), model.step_size_limit)
         if bound is None:
             return np.full(np.shape(coefficient), np.nan)
         return bound * model.dx**2 / coefficient
 
-    return _per_model(ds, ds["coefficient"], limit, keys=("scheme", "dims", "cells", "length"))
+    return _per_model(ds, ds["coefficient"], limit, keys=("scheme", "dims", "cells", "length", "confinement"))
 
 
 @lru_cache(maxsize=64)
@@ -616,9 +626,15 @@ def predicted_steps(model: RunModel, cfl: np.ndarray | float, tolerance: float) 
     ...                  boundary="neumann", initial="step", seed=0)
     >>> predicted_steps(model, [0.25, 0.5, 0.6], 1e-3).tolist()
     [2678.0, 1338.0, nan]
+
+    The random walk's mean is FTCS, so it gets FTCS's prediction (the noise floor of a
+    finite number of particles may be above the tolerance); Langevin has none (NaN).
     """
+    if model.scheme == "langevin":
+        return np.full(np.shape(cfl), np.nan)
+    scheme = "ftcs" if model.scheme == "random-walk" else model.scheme
     return np.asarray(
-        equilibrium_steps(model.scheme, model.boundary, model.grid, _initial(model), np.asarray(cfl, float), tolerance),
+        equilibrium_steps(scheme, model.boundary, model.grid, _initial(model), np.asarray(cfl, float), tolerance),
         dtype=float,
     )
 

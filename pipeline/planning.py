@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.layout import ResultLayout, cfl_number
+from pipeline.layout import ResultLayout, cfl_number, step_size_from_cfl
 from pipeline.sweep import MODEL_KEYS, RunModel, Sweep
 
 __all__ = [
@@ -63,6 +63,11 @@ MAX_BLOCK_BYTES = 256 * 2**20
 #: rough single-core costs used to size blocks (measured by benchmarks/kernels.py)
 EXPLICIT_SECONDS_PER_CELL_UPDATE = 1.0 / 1.5e9
 SPECTRAL_SECONDS_PER_CELL = 40e-9
+#: particle-steps per second and core per axis (benchmarks/particles.py: walk 1.2e9 in 1-D,
+#: 5.5e8 in 3-D; Langevin 3.3e8 in 1-D, 1.1e8 in 3-D), and the histogram per checkpoint
+WALK_SECONDS_PER_PARTICLE_STEP_AXIS = 1.0 / 1.5e9
+LANGEVIN_SECONDS_PER_PARTICLE_STEP_AXIS = 1.0 / 3.3e8
+HISTOGRAM_SECONDS_PER_PARTICLE = 10e-9
 
 
 @dataclass(frozen=True)
@@ -203,13 +208,19 @@ class Plan:
 
     @property
     def unstable_fraction(self) -> float:
-        """Fraction of runs von Neumann theory predicts unstable (explicit scheme above its bound)."""
+        """Fraction of runs theory predicts unstable: an explicit scheme above its von Neumann
+        bound, a walk past 2 d p = 1, Langevin at k dt >= 2."""
         sweep = self.sweep
         coefficient = np.asarray(sweep.axis("coefficient").values, dtype=float)[:, None]
         step = np.asarray(sweep.axis(sweep.step_axis).values, dtype=float)[None, :]
         unstable = 0
         for model in sweep.run_models():
             limit = model.stability_limit
+            if model.step_size_limit is not None:  # langevin: k dt >= 2 whatever D
+                dt = step_size_from_cfl(coefficient, step, model.dx) if sweep.step_axis == "cfl" else step
+                over = np.broadcast_to(dt >= model.step_size_limit, (coefficient.size, step.size))
+                unstable += int(np.count_nonzero(over))
+                continue
             if limit is None:
                 continue
             cfl = step if sweep.step_axis == "cfl" else cfl_number(coefficient, step, model.dx)
@@ -239,6 +250,14 @@ class Plan:
 def seconds_per_run(sweep: Sweep, model: RunModel) -> float:
     """Rough single-core seconds of one run of ``model`` to the sweep's last step count."""
     cells = model.cells_total
+    if model.moves_particles:
+        per_step = (
+            WALK_SECONDS_PER_PARTICLE_STEP_AXIS
+            if model.scheme == "random-walk"
+            else LANGEVIN_SECONDS_PER_PARTICLE_STEP_AXIS
+        )
+        steps, n_checkpoints = sweep.checkpoints[-1], len(sweep.checkpoints)
+        return model.particles * (model.dims * steps * per_step + n_checkpoints * HISTOGRAM_SECONDS_PER_PARTICLE)
     if model.scheme == "ftcs":
         return cells * sweep.checkpoints[-1] * EXPLICIT_SECONDS_PER_CELL_UPDATE
     n_checkpoints = len(sweep.checkpoints)

@@ -70,6 +70,7 @@ LABELS = {
     "seed": "seed",
 }
 BOUND_LABEL = "von Neumann bound\nr* = 1/(2d), Δt* = r*·Δx²/D"
+DRIFT_LABEL = "drift bound (langevin)\nk·Δt = 2"
 EQUILIBRIUM_LABEL = "equilibrium reached within\nthe steps shown (predicted\nfrom the slowest mode)"
 
 
@@ -334,6 +335,7 @@ def _theory(panel: xr.Dataset, x: str, y: str, ax: Any, scales: Mapping[str, str
     point = {x: grid_x, y: grid_y}
     r = np.full(grid_x.shape, np.nan)
     bound = np.full(grid_x.shape, np.nan)
+    drift = np.full(grid_x.shape, np.nan)
     equilibrium = np.full(grid_x.shape, np.nan)
     tolerance = float(panel.attrs.get("tolerance", 1e-3))
     keys_on_map = [k for k in (x, y) if k in maps.MODEL_KEYS]
@@ -348,17 +350,28 @@ def _theory(panel: xr.Dataset, x: str, y: str, ax: Any, scales: Mapping[str, str
         r[where] = _cfl(frame, point, where, model)
         if model.stability_limit is not None:
             bound[where] = r[where] / model.stability_limit
+        if model.step_size_limit is not None:  # k dt / 2 = (r dx² / D) / (2 / k)
+            coefficient = _coordinate(frame, point, where, "coefficient")
+            drift[where] = r[where] * model.dx**2 / coefficient / model.step_size_limit
         count = steps if "steps" not in point else point["steps"][where]
         if count is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
                 equilibrium[where] = maps.predicted_steps(model, r[where], tolerance) / count
     drawn = []
-    for ratio, label, style in ((bound, BOUND_LABEL, THEORY_STYLE), (equilibrium, EQUILIBRIUM_LABEL, EQUILIBRIUM_STYLE)):
+    lines = ((bound, BOUND_LABEL, THEORY_STYLE), (drift, DRIFT_LABEL, THEORY_STYLE), (equilibrium, EQUILIBRIUM_LABEL, EQUILIBRIUM_STYLE))
+    for ratio, label, style in lines:
         finite = ratio[np.isfinite(ratio)]
         if finite.size and finite.min() < 1 < finite.max():
             _contour(ax, fine[x].positions, fine[y].positions, ratio, style)
             drawn.append(label)
     return drawn
+
+
+def _coordinate(frame: xr.Dataset, point: Mapping[str, np.ndarray], where: np.ndarray, name: str) -> np.ndarray:
+    """Coordinate ``name`` at the panel's points: from the map's axes, or its one value."""
+    if name in point:
+        return np.asarray(point[name][where], float)
+    return np.full(int(where.sum()), float(np.asarray(frame[name].values).ravel()[0]))
 
 
 def _cfl(frame: xr.Dataset, point: Mapping[str, np.ndarray], where: np.ndarray, model: Any) -> np.ndarray:
@@ -419,10 +432,10 @@ def _legend_handles(classes: Sequence[int], lines: Sequence[str]) -> list[Any]:
     handles: list[Any] = [
         Patch(facecolor=CLASS_COLOURS[c], edgecolor="#555555", label=CLASS_NAMES[c]) for c in classes
     ]
-    for label in (BOUND_LABEL, EQUILIBRIUM_LABEL):
+    for label in (BOUND_LABEL, DRIFT_LABEL, EQUILIBRIUM_LABEL):
         if label not in lines:
             continue
-        style = THEORY_STYLE if label == BOUND_LABEL else EQUILIBRIUM_STYLE
+        style = EQUILIBRIUM_STYLE if label == EQUILIBRIUM_LABEL else THEORY_STYLE
         handles.append(Line2D([], [], label=label, color=style.colour, linewidth=style.width, linestyle=style.dash))
     return handles
 

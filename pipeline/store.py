@@ -19,7 +19,7 @@ import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
@@ -167,7 +167,7 @@ def provenance(plan: Plan) -> dict[str, Any]:
     import scipy
 
     sweep = plan.sweep
-    fixed = {key: value for key, value in asdict(sweep.model).items() if not sweep.is_swept(key)}
+    fixed = {key: value for key, value in sweep.model_settings().items() if not sweep.is_swept(key)}
     return {
         "title": f"diffsweep results: {sweep.name}",
         "sweep_name": sweep.name,

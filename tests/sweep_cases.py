@@ -83,7 +83,7 @@ BAD_SWEEPS: list[tuple[str, str]] = [
     ("unknown_model_key.yaml", ":5: model.shceme: Unknown key; did you mean 'scheme'?"),
     (
         "scheme_unknown.yaml",
-        ":3: model.scheme: Expected one of 'ftcs', 'backward-euler', 'crank-nicolson'. Got 'crank-nicholson' instead; did you mean 'crank-nicolson'?",
+        ":3: model.scheme: Expected one of 'ftcs', 'backward-euler', 'crank-nicolson', 'random-walk', 'langevin'. Got 'crank-nicholson' instead; did you mean 'crank-nicolson'?",
     ),
     ("scheme_linspace.yaml", ":3: model.scheme: Expected a name or a list of names. Got a mapping"),
     (
@@ -105,6 +105,21 @@ BAD_SWEEPS: list[tuple[str, str]] = [
     ),
     ("length_negative.yaml", ":5: model.length: Expected a number > 0. Got -1.0"),
     ("seed_negative.yaml", ":5: model.seed: Expected an integer >= 0. Got -1"),
+    # particle schemes
+    ("particles_zero.yaml", ":5: model.particles: Expected an integer >= 1. Got 0"),
+    (
+        "particles_memory.yaml",
+        ":6: model.particles: One run of 400,000,000 particles in 3-D needs about 9.",
+    ),
+    (
+        "particles_with_ftcs.yaml",
+        ":6: sweep.particles: particles applies only to the random-walk and langevin schemes; this sweep's scheme is ftcs.",
+    ),
+    ("confinement_negative.yaml", ":5: model.confinement: Expected a number >= 0. Got -2.0"),
+    (
+        "confinement_random_walk.yaml",
+        ":6: model.confinement: confinement applies only to the langevin scheme; this sweep's scheme is random-walk.",
+    ),
     (
         "model_key_twice.yaml",
         ":9: sweep.cells: Model key 'cells' is set in model (line 4) and swept here",

@@ -239,15 +239,17 @@ sweep:
   boundary: [periodic, dirichlet]
   length: [1.0, 2.0]
   cells: [8, 16]
-  scheme: [ftcs, crank-nicolson, backward-euler]
+  confinement: [0.0, 1.0]
+  scheme: [ftcs, crank-nicolson, backward-euler, langevin]
+  particles: [100, 200]
 """
     sweep = parse_sweep(text)
     assert sweep.axis_names == (*MODEL_KEYS, "coefficient", "cfl", "steps")
-    assert sweep.model == Model(None, None, None, None, None, None, None)
+    assert sweep.model == Model(*[None] * len(MODEL_KEYS))
     assert sweep.swept_model_keys == MODEL_KEYS
-    assert sweep.axis("scheme").values == ("ftcs", "crank-nicolson", "backward-euler")
+    assert sweep.axis("scheme").values == ("ftcs", "crank-nicolson", "backward-euler", "langevin")
     assert sweep.dims_max == 2 and sweep.cells_max == 16
-    assert sweep.shape == (3, 2, 2, 2, 2, 2, 2, 1, 1, 1)
+    assert sweep.shape == (4, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1)
 
 
 def test_output_fields_with_a_swept_scheme_is_fine():
@@ -346,9 +348,12 @@ def test_axis_dataclass():
 
 def test_constants_agree_with_numerics():
     import pipeline.numerics as numerics
+    from pipeline.numerics.particles import PARTICLE_SCHEMES
 
-    for name in ("SCHEMES", "BOUNDARIES", "INITIALS"):
+    for name in ("BOUNDARIES", "INITIALS"):
         assert tuple(getattr(numerics, name)) == getattr(sweep_module, name)
+    assert tuple(numerics.SCHEMES) + PARTICLE_SCHEMES == sweep_module.SCHEMES
+    assert PARTICLE_SCHEMES == sweep_module.PARTICLE_SCHEMES
 
 
 # --------------------------------------------------------------------------- memory
@@ -722,6 +727,8 @@ _MODEL_STRATEGIES = {
     "boundary": st.sampled_from(sweep_module.BOUNDARIES),
     "initial": st.sampled_from(sweep_module.INITIALS),
     "seed": st.integers(0, 2**63 - 1),
+    "particles": st.integers(1, 10**5),
+    "confinement": st.floats(min_value=0, max_value=1e3, allow_nan=False, allow_infinity=False),
 }
 
 
@@ -731,15 +738,20 @@ def definitions(draw):
     model: dict = {}
     sweep: dict = {}
     axes: dict = {}
+    schemes: tuple = ("ftcs",)
     for key in MODEL_KEYS:
         strategy = _MODEL_STRATEGIES[key]
         where = draw(st.sampled_from(["default", "fixed", "model", "sweep"]))
+        if key in sweep_module.PARTICLE_KEYS and not set(schemes) & set(sweep_module.PARTICLE_KEYS[key]):
+            where = "default"  # a particle key no scheme of the sweep uses is refused
         if where == "fixed":
             model[key] = draw(strategy)
         elif where in ("model", "sweep"):
             values = draw(st.lists(strategy, min_size=1, max_size=3, unique=True))
             (model if where == "model" else sweep)[key] = values
             axes[key] = tuple(values)
+        if key == "scheme" and where != "default":
+            schemes = axes.get("scheme", (model.get("scheme"),))
     axes["coefficient"] = sweep["coefficient"] = draw(
         st.lists(_positive, min_size=1, max_size=4, unique=True)
     )

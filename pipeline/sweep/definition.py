@@ -34,6 +34,9 @@ __all__ = [
     "MAX_STEPS",
     "MAX_TEXT_BYTES",
     "MODEL_KEYS",
+    "PARTICLE_DEFAULTS",
+    "PARTICLE_KEYS",
+    "PARTICLE_SCHEMES",
     "SCHEMES",
     "STEP_AXES",
     "Axis",
@@ -46,13 +49,24 @@ __all__ = [
 
 # The same tuples as in pipeline.numerics, kept here so that reading a sweep never
 # imports the numerical kernels; tests/test_sweep.py checks that they stay equal.
-SCHEMES: tuple[str, ...] = ("ftcs", "backward-euler", "crank-nicolson")
+SCHEMES: tuple[str, ...] = ("ftcs", "backward-euler", "crank-nicolson", "random-walk", "langevin")
+#: The schemes that move particles instead of integrating a field.
+PARTICLE_SCHEMES: tuple[str, ...] = ("random-walk", "langevin")
 BOUNDARIES: tuple[str, ...] = ("neumann", "periodic", "dirichlet")
 INITIALS: tuple[str, ...] = ("step", "gaussian", "random")
 FIELDS: tuple[str, ...] = ("none", "final", "checkpoints")
 
 #: Model keys, in the order their axes come first in :attr:`Sweep.axes`.
-MODEL_KEYS: tuple[str, ...] = ("scheme", "dims", "cells", "length", "boundary", "initial", "seed")
+MODEL_KEYS: tuple[str, ...] = (
+    "scheme", "dims", "cells", "length", "boundary", "initial", "seed", "particles", "confinement"
+)
+#: Model keys only particle schemes use, and which of those schemes use each.
+PARTICLE_KEYS: dict[str, tuple[str, ...]] = {
+    "particles": PARTICLE_SCHEMES,
+    "confinement": ("langevin",),
+}
+#: Defaults of the particle keys (a store written before they existed holds neither).
+PARTICLE_DEFAULTS: dict[str, Any] = {"particles": 10_000, "confinement": 0.0}
 #: The two ways of giving the time step; a sweep has exactly one of them as an axis.
 STEP_AXES: tuple[str, ...] = ("step_size", "cfl")
 
@@ -72,6 +86,11 @@ MAX_STEPS = 10**9
 _WORK_ARRAYS = 6
 _BYTES_PER_VALUE = 8
 _DIAGNOSTIC_BYTES_PER_CHECKPOINT = 5 * 8 + 1
+# Particle runs hold each particle's position (8 bytes per axis), whether it is still in
+# the box (1 byte), and a histogram of counts and concentration per checkpoint.
+_BYTES_PER_PARTICLE_AXIS = 8
+_BYTES_PER_PARTICLE = 1
+_HISTOGRAM_ARRAYS = 3
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class Model:
     boundary: str | None = "neumann"
     initial: str | None = "step"
     seed: int | None = 0
+    particles: int | None = 10_000
+    confinement: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -131,10 +152,14 @@ class RunModel:
     boundary: str
     initial: str
     seed: int
+    particles: int = PARTICLE_DEFAULTS["particles"]
+    confinement: float = PARTICLE_DEFAULTS["confinement"]
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunModel:
-        """From a mapping holding every model key (numpy scalars become Python ones)."""
+        """From a mapping holding every model key (numpy scalars become Python ones); the
+        particle keys may be missing (stores written before they existed)."""
+        values = {**PARTICLE_DEFAULTS, **values}
         plain = {
             key: values[key].item() if isinstance(values[key], np.generic) else values[key]
             for key in MODEL_KEYS
@@ -147,6 +172,8 @@ class RunModel:
             boundary=str(plain["boundary"]),
             initial=str(plain["initial"]),
             seed=int(plain["seed"]),
+            particles=int(plain["particles"]),
+            confinement=float(plain["confinement"]),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -171,11 +198,33 @@ class RunModel:
         return Grid(dims=self.dims, cells=self.cells, length=self.length)
 
     @property
+    def moves_particles(self) -> bool:
+        """Whether the scheme moves particles (``random-walk``, ``langevin``)."""
+        return self.scheme in PARTICLE_SCHEMES
+
+    @property
     def stability_limit(self) -> float | None:
-        """Largest stable CFL number ``D dt / dx**2`` (von Neumann), ``None`` if unconditional."""
+        """Largest stable CFL number ``D dt / dx**2``, ``None`` if there is none.
+
+        The von Neumann bound of the grid schemes; for ``random-walk`` the largest jump
+        probability of a valid walk, ``1 / (2 dims)`` (the same number: its mean is FTCS);
+        ``None`` for ``langevin``, whose bound is on ``k dt`` (:attr:`step_size_limit`).
+        """
+        if self.scheme == "random-walk":
+            return 1.0 / (2 * self.dims)
+        if self.scheme == "langevin":
+            return None
         from pipeline.numerics import stability_limit
 
         return stability_limit(self.scheme, self.dims)
+
+    @property
+    def step_size_limit(self) -> float | None:
+        """Largest stable step size whatever the coefficient: ``2 / k`` for ``langevin`` with
+        confinement ``k > 0`` (divergent for ``k dt >= 2``), else ``None``."""
+        if self.scheme == "langevin" and self.confinement > 0:
+            return 2.0 / self.confinement
+        return None
 
 
 @dataclass(frozen=True)
@@ -357,6 +406,11 @@ class Sweep:
         return (getattr(self.model, key),)
 
     @property
+    def has_particles(self) -> bool:
+        """Whether any run of the sweep moves particles."""
+        return any(scheme in PARTICLE_SCHEMES for scheme in self.model_values("scheme"))
+
+    @property
     def dims_max(self) -> int:
         """The largest number of dimensions of any run."""
         return int(max(self.model_values("dims")))
@@ -391,9 +445,17 @@ class Sweep:
         size = self.cells_max**self.dims_max
         n_checkpoints = len(self.checkpoints)
         stored = output.fields_per_run(n_checkpoints)
-        return (
-            _WORK_ARRAYS + stored
-        ) * size * _BYTES_PER_VALUE + n_checkpoints * _DIAGNOSTIC_BYTES_PER_CHECKPOINT
+        grid = (_WORK_ARRAYS + stored) * size * _BYTES_PER_VALUE
+        return grid + n_checkpoints * _DIAGNOSTIC_BYTES_PER_CHECKPOINT + self.particle_memory_per_run()
+
+    def particle_memory_per_run(self) -> int:
+        """Bytes of one particle run beyond the grid's: positions, flags and histograms
+        (0 when no run of the sweep moves particles)."""
+        if not self.has_particles:
+            return 0
+        particles = int(max(self.model_values("particles")))
+        positions = particles * (self.dims_max * _BYTES_PER_PARTICLE_AXIS + _BYTES_PER_PARTICLE)
+        return positions + _HISTOGRAM_ARRAYS * self.cells_max**self.dims_max * _BYTES_PER_VALUE
 
     @property
     def fields_per_run(self) -> int:
@@ -412,7 +474,7 @@ class Sweep:
         Swept model keys are written under ``sweep``; ``parse_sweep(yaml.safe_dump(
         sweep.to_dict()))`` equals ``sweep``.
         """
-        model = {key: value for key, value in asdict(self.model).items() if value is not None}
+        model = {key: value for key, value in self.model_settings().items() if value is not None}
         return {
             "name": self.name,
             "description": self.description,
@@ -433,13 +495,24 @@ class Sweep:
             "format": "diffsweep-sweep-1",
             "name": self.name,
             "description": self.description,
-            "model": asdict(self.model),
+            "model": self.model_settings(),
             "axes": [[axis.name, list(axis.values)] for axis in self.axes],
             "chunks": [list(chunk) for chunk in self.chunks],
             "criteria": asdict(self.criteria),
             "output": asdict(self.output),
         }
         return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def model_settings(self) -> dict[str, Any]:
+        """The model as plain data, without the particle keys no scheme of the sweep uses
+        (they are at their defaults): grid sweeps keep the definition and hash they had
+        before those keys existed, and the result parses again."""
+        model = asdict(self.model)
+        schemes = set(self.model_values("scheme"))
+        for key, users in PARTICLE_KEYS.items():
+            if not schemes & set(users):
+                model.pop(key)
+        return model
 
     @cached_property
     def sha256(self) -> str:

@@ -35,6 +35,8 @@ from pipeline.sweep.definition import (
     MAX_STEPS,
     MAX_TEXT_BYTES,
     MODEL_KEYS,
+    PARTICLE_DEFAULTS,
+    PARTICLE_KEYS,
     SCHEMES,
     STEP_AXES,
     Axis,
@@ -49,6 +51,8 @@ from pipeline.sweep.yamltree import describe, is_null, join, scalar, show
 __all__ = ["load_sweep", "parse_sweep"]
 
 _INT64_MAX = 2**63 - 1
+#: Particles of one run: the kernels index particles with 32-bit counters.
+MAX_PARTICLES = 2**32 - 1
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Cell widths outside this range make ``dx**2`` or ``1/dx**2`` leave float64's normal range.
 _DX_RANGE = (1e-150, 1e150)
@@ -68,6 +72,7 @@ _MODEL_DEFAULTS: dict[str, Any] = {
     "boundary": "neumann",
     "initial": "step",
     "seed": 0,
+    **PARTICLE_DEFAULTS,
 }
 
 Entries = dict[str, tuple[ScalarNode, Node]]
@@ -227,11 +232,12 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 class _Kind:
     """What one value of a key must be."""
 
-    type: str  # "float" (> minimum), "int" (>= minimum, <= maximum) or "choice"
+    type: str  # "float" (> minimum, or >= with inclusive), "int" (>= minimum, <= maximum) or "choice"
     minimum: float = 0
     maximum: int = _INT64_MAX
     choices: tuple[str, ...] = ()
     why_maximum: str = ""
+    inclusive: bool = False
 
 
 _KINDS: dict[str, _Kind] = {
@@ -242,6 +248,10 @@ _KINDS: dict[str, _Kind] = {
     "boundary": _Kind("choice", choices=BOUNDARIES),
     "initial": _Kind("choice", choices=INITIALS),
     "seed": _Kind("int", 0),
+    "particles": _Kind(
+        "int", 1, MAX_PARTICLES, why_maximum=" (particles of one run; memory is checked too)"
+    ),
+    "confinement": _Kind("float", 0, inclusive=True),
     "coefficient": _Kind("float"),
     "step_size": _Kind("float"),
     "cfl": _Kind("float"),
@@ -313,6 +323,7 @@ class _Parser:
             source=self.source,
         )
         self.check_scales(sweep, top)
+        self.check_particle_keys(sweep)
         self.check_memory(sweep, top)
         return sweep
 
@@ -568,8 +579,35 @@ class _Parser:
                     node,
                 )
 
+    def check_particle_keys(self, sweep: Sweep) -> None:
+        """Refuse a particle key that no scheme of the sweep uses (``confinement`` with
+        ``random-walk``, ``particles`` with ``ftcs``): it would be silently ignored."""
+        schemes = sweep.model_values("scheme")
+        for key, users in PARTICLE_KEYS.items():
+            if key in self.key_nodes and not any(scheme in users for scheme in schemes):
+                path, node = self.key_nodes[key]
+                used_by = " and ".join(users) + (" schemes" if len(users) > 1 else " scheme")
+                given = ", ".join(str(scheme) for scheme in schemes)
+                raise self.fail(
+                    f"{key} applies only to the {used_by}; this sweep's scheme is {given}. "
+                    f"Remove {key}, or use a scheme that takes it.",
+                    path,
+                    node,
+                )
+
     def check_memory(self, sweep: Sweep, top: Entries) -> None:
         per_run = sweep.memory_per_run()
+        particle_bytes = sweep.particle_memory_per_run()
+        if per_run > self.memory_limit and particle_bytes > per_run / 2:
+            path, node = self.where(top, "particles")
+            particles = int(max(sweep.model_values("particles")))
+            raise self.fail(
+                f"One run of {particles:,} particles in {sweep.dims_max}-D needs about "
+                f"{_bytes(per_run)}, more than the memory limit of {_bytes(self.memory_limit)} "
+                "per task; use fewer particles.",
+                path,
+                node,
+            )
         if per_run > self.memory_limit:
             path, node = self.where(top, "cells", "dims")
             grid = f"{sweep.dims_max}-D grid of {sweep.cells_max} cells per dimension"
@@ -631,8 +669,10 @@ class _Parser:
             raise self.fail(f"Expected {expected}. Got {describe(node)} instead.", path, node)
         return scalar(node)
 
-    def as_float(self, value: Any, path: str, where: Node | int, minimum: float = 0.0) -> float:
-        expected = f"a number > {minimum:g}"
+    def as_float(
+        self, value: Any, path: str, where: Node | int, minimum: float = 0.0, inclusive: bool = False
+    ) -> float:
+        expected = f"a number {'>=' if inclusive else '>'} {minimum:g}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(f"Expected {expected}. Got {show(value)} instead.", path, where)
         number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
@@ -640,7 +680,7 @@ class _Parser:
             raise self.fail(
                 f"Expected a finite {expected[2:]}. Got {show(number)} instead.", path, where
             )
-        if not number > minimum:
+        if not (number >= minimum if inclusive else number > minimum):
             raise self.fail(f"Expected {expected}. Got {show(value)} instead.", path, where)
         return number
 
@@ -689,7 +729,7 @@ class _Parser:
             return self.as_int(
                 value, path, where, int(kind.minimum), kind.maximum, kind.why_maximum
             )
-        return self.as_float(value, path, where, kind.minimum)
+        return self.as_float(value, path, where, kind.minimum, kind.inclusive)
 
     # ---- axes
 
