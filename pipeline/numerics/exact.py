@@ -110,14 +110,50 @@ def stability_limit(scheme: str, dims: int) -> float | None:
     """Largest ``r = D dt / dx**2`` for which ``scheme`` is stable (von Neumann).
 
     Returns ``1 / (2 dims)`` for FTCS and ``None`` (unconditionally stable) for
-    backward Euler and Crank–Nicolson.
+    backward Euler and Crank–Nicolson.  This is the textbook bound, for the infinite
+    grid; :func:`stability_bound` is the bound of the operator on a given grid.
     """
     if scheme == "ftcs":
         return 1.0 / (2 * dims)
     return None
 
 
-def equilibrium(boundary: str, initial: np.ndarray, dims: int | None = None):
+def stability_bound(scheme: str, boundary: str, grid: Grid) -> float | None:
+    """Largest ``r = D dt / dx**2`` for which ``scheme`` is stable on this very grid.
+
+    FTCS multiplies the mode of eigenvalue ``λ`` (of ``-Δ·dx²``) by ``1 - r λ`` each
+    step, so it is stable exactly while ``r <= 2 / λ_max``, with ``λ_max`` the largest
+    eigenvalue of the boundary's basis (:mod:`.spectral`) — in ``d`` dimensions ``d``
+    times the 1-D one:
+
+    - periodic, even ``cells``: ``λ_max = 4 d`` (the mode ``(-1)^j``), so the bound is
+      the textbook ``1 / (2 d)``;
+    - Neumann, and periodic with odd ``cells``: ``λ_max = 4 d cos²(π / (2 cells))``;
+    - Dirichlet: ``λ_max = 4 d cos²(π / (2 (cells + 1)))``;
+
+    the last two lie above ``1 / (2 d)``, by about ``π² / (8 d cells²)``.  At the
+    bound itself ``|g| = 1``: nothing grows (the run neither decays nor diverges in
+    that mode).  Returns ``None`` for backward Euler and Crank–Nicolson, whose
+    ``|g| <= 1`` for every ``r``.
+
+    Parameters
+    ----------
+    scheme, boundary, grid
+        As for :func:`integrate`.
+
+    Returns
+    -------
+    float or None
+        ``2 / λ_max`` in CFL units (``D dt / dx²``).
+    """
+    if scheme != "ftcs":
+        return None
+    return 2.0 / float(spectral.spectral_eigenvalues(boundary, grid).max())
+
+
+def equilibrium(
+    boundary: str, initial: np.ndarray, dims: int | None = None
+) -> np.ndarray | float:
     """The equilibrium value of ``initial``: its mean (Neumann, periodic) or 0 (Dirichlet).
 
     Parameters
@@ -138,7 +174,9 @@ def equilibrium(boundary: str, initial: np.ndarray, dims: int | None = None):
     return mean
 
 
-def slowest_mode(boundary: str, grid: Grid, initial: np.ndarray):
+def slowest_mode(
+    boundary: str, grid: Grid, initial: np.ndarray
+) -> tuple[float, float | np.ndarray]:
     """The slowest-decaying nonzero mode of the Laplacian and how much of it ``initial`` holds.
 
     Parameters
@@ -177,9 +215,9 @@ def equilibrium_steps(
     boundary: str,
     grid: Grid,
     initial: np.ndarray,
-    r,
+    r: float | np.ndarray,
     tolerance: float,
-):
+) -> int | np.ndarray | None:
     """Predicted number of steps until ``initial`` is within ``tolerance`` of equilibrium.
 
     From the slowest mode (:func:`slowest_mode`): ``ceil(ln(amplitude / tolerance) /

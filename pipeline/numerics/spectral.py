@@ -138,7 +138,9 @@ def wave_numbers_squared(boundary: str, grid: Grid) -> np.ndarray:
     return _outer_sum(per_axis)
 
 
-def amplification_factor(scheme: str, r: np.ndarray | float, eigenvalue: np.ndarray | float):
+def amplification_factor(
+    scheme: str, r: np.ndarray | float, eigenvalue: np.ndarray | float
+) -> np.ndarray:
     """Per-step amplification of a mode with ``-Δ·dx²`` eigenvalue ``eigenvalue``.
 
     Parameters
