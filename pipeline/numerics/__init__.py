@@ -13,26 +13,32 @@ from .exact import (
     equilibrium,
     equilibrium_steps,
     slowest_mode,
+    stability_bound,
     stability_limit,
 )
 from .grid import Grid
 from .initial import BOUNDARIES, INITIALS, SCHEMES, initial_condition
 from .integrate import integrate
+from .passage import FirstPassage, first_passage, growth_window_start
 from .spectral import amplification_factor, laplacian_eigenvalues
 
 __all__ = [
     "BOUNDARIES",
     "INITIALS",
     "SCHEMES",
+    "FirstPassage",
     "Grid",
     "amplification_factor",
     "continuous_solution",
     "discrete_solution",
     "equilibrium",
     "equilibrium_steps",
+    "first_passage",
+    "growth_window_start",
     "initial_condition",
     "integrate",
     "laplacian_eigenvalues",
     "slowest_mode",
+    "stability_bound",
     "stability_limit",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from . import ftcs, spectral
+from . import ftcs, passage
 from .grid import Grid
 
 
@@ -36,6 +36,8 @@ def integrate(
     coefficient: np.ndarray,
     step_size: np.ndarray,
     checkpoints: Sequence[int],
+    *,
+    first_passage: passage.FirstPassage | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Integrate a batch of runs and yield the state at each checkpoint.
 
@@ -55,6 +57,10 @@ def integrate(
         ``(batch,)``: diffusion coefficient ``D`` and time step ``dt`` of each run.
     checkpoints
         Strictly increasing step counts, each >= 1.
+    first_passage
+        If given, its ``steps_to_equilibrium`` and ``steps_to_divergence`` are filled
+        in, exact to the step, when the iterator is exhausted (horizon: the last
+        checkpoint); see :mod:`.passage`.  The states are the same bits either way.
 
     Yields
     ------
@@ -68,24 +74,33 @@ def integrate(
     -----
     FTCS runs the compiled stencil (:mod:`.ftcs`).  Backward Euler and Crank–Nicolson
     are solved exactly in the eigenbasis of the boundary (DCT/FFT/DST): the initial
-    state is transformed once, each mode is multiplied by ``g ** (n_i - n_{i-1})``
-    between checkpoints and the coefficients are transformed back at each one.
+    state is transformed once and, at each checkpoint ``n``, each mode is multiplied
+    by ``g ** n`` and the coefficients are transformed back.  Either way the state at
+    ``n`` does not depend on the other checkpoints, bit for bit.
     """
     r = cfl_numbers(grid, coefficient, step_size)
     state = batch_state(grid, initial, r.shape[0])
+    horizon = max(checkpoints, default=0)
     reached = 0
     if scheme == "ftcs":
+        watch = None
+        if first_passage is not None:
+            watch = passage.FtcsWatch(grid, boundary, r, state, first_passage, checkpoints)
         for steps in checkpoints:
             assert steps > reached, checkpoints
-            ftcs.advance(state, r, steps - reached, boundary)
+            if watch is None:
+                ftcs.advance(state, r, steps - reached, boundary)
+            else:
+                watch.advance(state, reached, steps)
             reached = steps
             yield steps, state
+        if watch is not None:
+            watch.finish()
         return
-    coefficients = spectral.forward(boundary, grid, state)
-    eigenvalues = spectral.spectral_eigenvalues(boundary, grid)
-    factor = spectral.amplification_factor(scheme, r.reshape((-1,) + (1,) * grid.dims), eigenvalues)
+    runs = passage.SpectralRuns(scheme, boundary, grid, state, r)
     for steps in checkpoints:
         assert steps > reached, checkpoints
-        coefficients *= factor ** (steps - reached)
         reached = steps
-        yield steps, spectral.inverse(boundary, grid, coefficients)
+        yield steps, runs.state(steps)
+    if first_passage is not None:
+        passage.spectral_first_passage(runs, first_passage, horizon)
