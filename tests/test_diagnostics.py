@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.diagnostics import (
     DIVERGENT,
     EQUILIBRIUM,
+    MEASURES,
     OSCILLATING,
     TRANSIENT,
     measure_trajectory,
+    passage_attributes,
 )
-from pipeline.numerics import Grid, initial_condition
+from pipeline.numerics import BOUNDARIES, SCHEMES, Grid, initial_condition, stability_bound
 
 CELLS = {1: 32, 2: 12, 3: 8}
 
@@ -159,3 +163,83 @@ def test_fields_are_kept_on_request() -> None:
     assert final["field"].shape == (2, 8, 8) and every["field"].shape == (2, 2, 8, 8)
     np.testing.assert_array_equal(every["field"][:, -1], final["field"])
     assert "field" not in classify("ftcs", "neumann", grid, initial, [0.1], [3])
+
+
+# -- classification that depends on the run and the step count only -------------------
+
+
+@st.composite
+def sweeps(draw):
+    """A small random sweep: scheme, boundary, dims, initial field, r around the bound."""
+    scheme = draw(st.sampled_from(SCHEMES))
+    boundary = draw(st.sampled_from(BOUNDARIES))
+    dims = draw(st.integers(1, 3))
+    grid = Grid(dims, draw(st.integers(3, {1: 16, 2: 7, 3: 4}[dims])), 1.0)
+    bound = stability_bound(scheme, boundary, grid)
+    batch = draw(st.integers(1, 6))
+    if bound is None:
+        r = np.exp(draw(st.lists(st.floats(-4.0, 7.0), min_size=batch, max_size=batch)))
+    else:
+        r = bound * np.array(draw(st.lists(st.floats(0.5, 1.5), min_size=batch, max_size=batch)))
+    kind = draw(st.sampled_from(["step", "random", "gaussian"]))
+    initial = initial_condition(kind, grid, seed=draw(st.integers(0, 99)))
+    return scheme, boundary, grid, initial, r
+
+
+@settings(deadline=None, max_examples=40)
+@given(sweeps(), st.integers(20, 700))
+def test_status_at_n_does_not_depend_on_the_other_checkpoints(sweep, n):
+    scheme, boundary, grid, initial, r = sweep
+    asked = [[n], [n // 10, n], [1, n // 2, n]]
+    results = [classify(scheme, boundary, grid, initial, r, checkpoints) for checkpoints in asked]
+    reference = results[0]
+    for out in results[1:]:
+        np.testing.assert_array_equal(out["status"][:, -1], reference["status"][:, 0])
+        for name in MEASURES:
+            np.testing.assert_array_equal(out[name][:, -1], reference[name][:, 0])
+        for name in ("steps_to_equilibrium", "steps_to_divergence"):
+            np.testing.assert_array_equal(out[name], reference[name])
+
+
+@settings(deadline=None, max_examples=40)
+@given(sweeps(), st.lists(st.integers(1, 500), min_size=1, max_size=6, unique=True))
+def test_first_passages_agree_with_the_status_at_every_checkpoint(sweep, checkpoints):
+    """Divergent at n exactly when steps_to_divergence <= n (growth and non-finite values
+    never stop); at equilibrium distance at n means steps_to_equilibrium <= n."""
+    scheme, boundary, grid, initial, r = sweep
+    checkpoints = sorted(checkpoints)
+    out = classify(scheme, boundary, grid, initial, r, checkpoints)
+    steps = np.array(checkpoints)
+    divergent = out["status"] == DIVERGENT
+    np.testing.assert_array_equal(divergent, out["steps_to_divergence"][:, None] <= steps)
+    settled = out["distance"] <= 1e-3
+    assert not (settled & (out["steps_to_equilibrium"][:, None] > steps)).any()
+    assert (out["steps_to_equilibrium"] <= steps[-1] + 1).all()
+    assert out["steps_to_divergence"].dtype == np.int64
+
+
+def test_growth_is_measured_over_a_window_set_by_the_step_count_alone():
+    """Two modes: cos(π x) decaying slowly and the highest one decaying fast.  Growth at
+    n is (‖u_n‖ / ‖u_m‖)^(1/(n-m)) with m the largest power of two not above n/2."""
+    grid = Grid(1, 32, 1.0)
+    slow = np.cos(np.pi * grid.centres)
+    fast = np.cos(np.pi * 31 * grid.centres)
+    initial = slow + fast
+    r = np.array([0.25])
+    lam = 4 * np.sin(np.pi * np.array([1, 31]) / (2 * grid.cells)) ** 2
+    g = 1 - r[0] * lam
+    amplitude = np.array([np.sqrt(np.sum(slow**2)), np.sqrt(np.sum(fast**2))])
+    checkpoints = [1, 3, 6, 100, 1000]
+    out = classify("ftcs", "neumann", grid, initial, r, checkpoints)
+    for i, n in enumerate(checkpoints):
+        m = {1: 0, 3: 1, 6: 2, 100: 32, 1000: 256}[n]
+        norm = lambda k: np.sqrt(np.sum((amplitude * g**k) ** 2))  # noqa: E731
+        assert out["growth"][0, i] == pytest.approx((norm(n) / norm(m)) ** (1 / (n - m)), rel=1e-9)
+
+
+def test_passage_attributes_document_the_sentinel():
+    attributes = passage_attributes(30000)
+    for name in ("steps_to_equilibrium", "steps_to_divergence"):
+        assert attributes[name]["not_reached"] == 30001
+        assert "30001" in attributes[name]["comment"]
+        assert attributes[name]["units"] == "1"
