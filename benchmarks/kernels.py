@@ -6,7 +6,12 @@ Measured side by side in one invocation:
 - numpy baseline: one 1-D run of 128 cells at a time, one numpy expression per step
   (what a user would write);
 - ``pipeline.numerics.integrate`` for each scheme and grid, Neumann walls, on one
-  thread (``numba.set_num_threads(1)``) and on all cores (rate divided by the cores).
+  thread (``numba.set_num_threads(1)``) and on all cores (rate divided by the cores);
+- the first-passage watch (:class:`pipeline.numerics.passage.FtcsWatch`, which finds
+  ``steps_to_equilibrium``/``steps_to_divergence`` while integrating) against the plain
+  FTCS kernel on the same batch, alternated run by run, CPU time of one thread: for
+  runs below the textbook bound (the maximum principle holds: sparse checks) and for a
+  stability sweep across it (r up to 1.5x the bound: windows of 64 steps, replays).
 
 FTCS rates are real cell updates.  Backward Euler and Crank–Nicolson are solved exactly
 in the eigenbasis, so their cost does not depend on the number of steps: their rate is
@@ -29,7 +34,8 @@ import time
 import numba
 import numpy as np
 
-from pipeline.numerics import Grid, initial_condition, integrate
+from pipeline.numerics import Grid, ftcs, initial_condition, integrate, stability_limit
+from pipeline.numerics.passage import FirstPassage, FtcsWatch
 
 # (dims, cells, batch, steps): a few thousand 1-D runs; fewer, larger runs in 2-D/3-D
 CASES = [
@@ -94,6 +100,51 @@ def kernel_rate(scheme, dims, cells, batch, steps, repeats) -> float:
     return batch * grid.size * steps / best_time(work, repeats)
 
 
+#: (dims, cells, batch, steps) of the watch overhead; the 1-D case is the reference sweep's grid
+WATCH_CASES = [(1, 128, 1024, 1000), (1, 128, 256, 10000), (2, 32, 256, 200), (3, 16, 64, 100)]
+
+
+def watch_overhead(dims: int, cells: int, batch: int, steps: int, repeats: int,
+                   across_bound: bool = False) -> dict:
+    """Plain FTCS kernel vs the first-passage watch on the same batch, side by side.
+
+    Both are timed on one thread in CPU time (robust to other jobs on the machine),
+    alternated ``repeats`` times; the best of each is kept.  ``across_bound``: r from
+    0.05 to 1.5 times ``1/(2d)`` (a stability sweep) instead of 0.05 to 0.95.
+    """
+    grid = Grid(dims, cells, 1.0)
+    initial = np.random.default_rng(0).random((batch, *grid.shape))
+    top = 1.5 if across_bound else 0.95
+    r = np.linspace(0.05, top, batch) * stability_limit("ftcs", dims)
+
+    def plain() -> float:
+        state = initial.copy()
+        start = time.process_time()
+        ftcs.advance(state, r, steps, "neumann")
+        return time.process_time() - start
+
+    def watched() -> float:
+        state = initial.copy()
+        watch = FtcsWatch(grid, "neumann", r, state, FirstPassage(1e-3, 1e3), [steps])
+        start = time.process_time()
+        watch.advance(state, 0, steps)
+        return time.process_time() - start
+
+    plain(), watched()  # compile / load
+    plain_times, watched_times = [], []
+    for _ in range(repeats):
+        plain_times.append(plain())
+        watched_times.append(watched())
+    updates = batch * grid.size * steps
+    return {
+        "dims": dims, "cells": cells, "batch": batch, "steps": steps,
+        "across_bound": across_bound,
+        "plain_updates_per_s": updates / min(plain_times),
+        "watched_updates_per_s": updates / min(watched_times),
+        "overhead": min(watched_times) / min(plain_times) - 1.0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -145,6 +196,23 @@ def main() -> None:
             f"{row['updates_per_s_per_core_1_thread'] / baseline:>8.0f}"
         )
     print("* equivalent cell updates: exact eigenbasis solve, cost independent of steps")
+    numba.set_num_threads(1)
+    watch = [
+        watch_overhead(*case, repeats=3 * repeats, across_bound=across)
+        for case in (WATCH_CASES[:1] if options.quick else WATCH_CASES)
+        for across in (False, True)
+    ]
+    numba.set_num_threads(cores)
+    print()
+    print("first-passage watch vs plain FTCS kernel (1 thread, CPU time, same batch, alternated)")
+    for row in watch:
+        grid = "x".join([str(row["cells"])] * row["dims"])
+        runs = "r up to 1.5x bound" if row["across_bound"] else "r < bound"
+        print(
+            f"  {grid:>8} batch {row['batch']:>5} steps {row['steps']:>6} {runs:<18} "
+            f"plain {row['plain_updates_per_s']:.2e}/s watched {row['watched_updates_per_s']:.2e}/s "
+            f"overhead {row['overhead']:+.1%}"
+        )
     if options.json:
         os.makedirs(os.path.dirname(os.path.abspath(options.json)), exist_ok=True)
         with open(options.json, "w") as handle:
@@ -154,6 +222,7 @@ def main() -> None:
                     "stream_copy_bytes_per_s": bandwidth,
                     "numpy_per_run_updates_per_s": baseline,
                     "kernels": rows,
+                    "watch": watch,
                 },
                 handle,
                 indent=2,

@@ -4,7 +4,9 @@ Sections (all in one invocation, so that they share the machine's load):
 
 1. kernels — cell updates/s per core of ``pipeline.numerics.integrate`` (one thread),
    next to the stream-copy bandwidth and a per-run numpy loop (``benchmarks/kernels.py``);
-   implicit schemes as the cost of one checkpoint relative to one FTCS step.
+   implicit schemes as the cost of one checkpoint relative to one FTCS step; the FTCS
+   kernel with the first-passage watch on against the plain kernel, side by side
+   (target: at most 15 % slower).
 2. end to end — ``diffsweep run`` (the real CLI in a subprocess, LocalCluster start-up
    included) on the reference sweep, against the baseline a user would write: one
    ``dask.delayed`` task per (coefficient, step size, steps) result with a numpy loop,
@@ -151,6 +153,12 @@ def bench_kernels(quick: bool) -> dict:
         "batch": batch, "checkpoints": checkpoints, "ftcs_seconds": ftcs,
         **{f"{s}_seconds": sweep_seconds(s, batch, checkpoints, repeats) for s in ("backward-euler", "crank-nicolson")},
     }
+    watch_cases = kernels.WATCH_CASES[:1] if quick else kernels.WATCH_CASES
+    result["watch"] = [
+        kernels.watch_overhead(*case, repeats=3 if quick else 9, across_bound=across)
+        for case in watch_cases
+        for across in (False, True)
+    ]
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     return result
 
@@ -417,6 +425,15 @@ def print_table(r: dict) -> None:
         grid = "x".join([str(c["cells"])] * c["dims"])
         row(f"{c['scheme']} {grid}: 1 checkpoint / 1 FTCS step", f"{c['ratio_one_step']:.1f}x",
             f"{c['checkpoint_seconds'] * 1e3:.2f} ms vs {c['ftcs_step_seconds'] * 1e3:.3f} ms")
+    for c in k["watch"]:
+        grid = "x".join([str(c["cells"])] * c["dims"])
+        runs = "r up to 1.5x bound" if c["across_bound"] else "r below bound"
+        label = f"FTCS first-passage watch {grid} x{c['steps']} steps, {runs}"
+        note = (f"slower than the plain kernel, same batch, alternated ({c['plain_updates_per_s']:.2e} "
+                f"-> {c['watched_updates_per_s']:.2e}/s)")
+        if not c["across_bound"]:
+            note += f"; target <= 15 %: {'met' if c['overhead'] <= 0.15 else 'NOT met'}"
+        row(label, f"{c['overhead']:+.1%}", note)
     t = k["reference_trajectory"]
     for s in ("backward-euler", "crank-nicolson"):
         row(f"{s} / FTCS, reference trajectory ({len(t['checkpoints'])} ckpts)",

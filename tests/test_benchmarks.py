@@ -27,7 +27,7 @@ def test_benchmark_quick_prints_table_and_writes_json(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     table = completed.stdout
-    for line in ("stream copy bandwidth", "FTCS 1-D", "speed-up over the baseline", "scheduler share", "store writes"):
+    for line in ("stream copy bandwidth", "FTCS 1-D", "first-passage watch", "speed-up over the baseline", "scheduler share", "store writes"):
         assert line in table, table
     results = json.loads(output.read_text())
     end_to_end = results["end_to_end"]
