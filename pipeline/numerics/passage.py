@@ -898,17 +898,24 @@ class _SpectralSearch:
         runs = self.runs
         which = np.array([run])
         weight = _mode_norms(runs.boundary, runs.grid)[2].ravel()
-        weighted = runs.coefficients[run].ravel() * weight
-        probes = np.empty((0, weighted.size), dtype=complex)
+        live = weight > 0
+        # the deviation at a cell x is Re Σ_k w_k c_k g_k^n conj(f_k(x)), f(x) the
+        # transform of the unit field at x: kept as real matrix products
+        coefficients = runs.coefficients[run].ravel()[live] * weight[live]
+        parts = np.stack([coefficients.real, coefficients.imag])  # (2, modes)
+        factor = runs.factor[run][live]
+        probes = np.empty((2, 0, parts.shape[1]))  # (re/im, probe, modes)
         step = max(begin, 1)
         while step <= self.horizon:
             chunk = np.arange(step, min(step + _SCAN_CHUNK, self.horizon + 1))
             candidates = chunk
-            if probes.shape[0]:
-                powers = np.empty((1, chunk.size, weighted.size))
-                _integer_powers(runs.factor[run][None], chunk[None], powers)
-                values = (weighted * powers[0]) @ probes.T  # deviation at the probes, (S, P)
-                lower = np.abs(values.real).max(axis=1) / self.scale[run]
+            if probes.shape[1]:
+                powers = np.empty((chunk.size, factor.size))
+                powers[0] = factor ** float(chunk[0])
+                powers[1:] = factor
+                np.cumprod(powers, axis=0, out=powers)  # g^n, step after step: a bound needs no more
+                values = (powers * parts[0]) @ probes[0].T + (powers * parts[1]) @ probes[1].T
+                lower = np.abs(values).max(axis=1) / self.scale[run]
                 candidates = chunk[lower <= threshold]
             if candidates.size == 0:
                 step = int(chunk[-1]) + 1
@@ -920,8 +927,9 @@ class _SpectralSearch:
                 return candidate
             delta = np.zeros(runs.grid.shape)
             delta[np.unravel_index(np.argmax(np.abs(state - self.equilibrium[run])), runs.grid.shape)] = 1.0
-            probe = np.conj(spectral.forward(runs.boundary, runs.grid, delta).ravel())
-            probes = np.vstack([probes, probe[None]])[-_MAX_PROBES:]
+            probe = spectral.forward(runs.boundary, runs.grid, delta).ravel()[live]
+            probe = np.stack([probe.real, probe.imag])[:, None, :]
+            probes = np.concatenate([probes, probe], axis=1)[:, -_MAX_PROBES:]
             step = candidate + 1
         return -1
 
