@@ -7,6 +7,7 @@ and through ``diffsweep run``, and compare stores value for value with a local r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -190,10 +191,19 @@ def _listening(pids: list[int]) -> list[tuple[int, str, int]]:
     return found
 
 
-def _closed_port() -> int:
+@contextlib.contextmanager
+def _refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs.
+
+    The socket stays bound but never listens: connecting gets ECONNREFUSED, and the
+    kernel cannot hand the port out as an ephemeral source port meanwhile. (A port
+    that is merely closed can be picked as the client's own source port while dask
+    retries, and Linux then connects the socket to itself: a "server" that accepts
+    and never answers.)
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def _square_sum(client) -> int:
@@ -235,11 +245,12 @@ def test_local_cluster_listens_on_loopback_only() -> None:
 
 
 def test_unreachable_scheduler_is_a_cluster_error_within_the_timeout() -> None:
-    address = f"tcp://127.0.0.1:{_closed_port()}"
-    start = time.monotonic()
-    with pytest.raises(ClusterError, match=f"cannot connect to the dask scheduler at {address}"):
-        with open_client(ClusterSpec(scheduler=address, connect_timeout=2)):
-            pass
+    with _refused_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+        start = time.monotonic()
+        with pytest.raises(ClusterError, match=f"cannot connect to the dask scheduler at {address}"):
+            with open_client(ClusterSpec(scheduler=address, connect_timeout=2)):
+                pass
     assert time.monotonic() - start < 10
 
 
@@ -272,12 +283,13 @@ def test_cli_unreachable_scheduler_exits_2_with_one_line(
     small_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DASK_DIFFSWEEP__CONNECT_TIMEOUT", "2s")
-    address = f"tcp://127.0.0.1:{_closed_port()}"
-    start = time.monotonic()
-    result = diffsweep(
-        "run", str(small_sweep), "-o", str(tmp_path / "x.zarr"), "--scheduler", address,
-        timeout=60,
-    )  # fmt: skip
+    with _refused_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+        start = time.monotonic()
+        result = diffsweep(
+            "run", str(small_sweep), "-o", str(tmp_path / "x.zarr"), "--scheduler", address,
+            timeout=60,
+        )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert time.monotonic() - start < 30
     lines = result.stderr.strip().splitlines()

@@ -146,15 +146,24 @@ def _identify(
 
     args = security.get_connection_args("client") if security is not None else {}
 
+    connected = False
+
     async def identity() -> Any:
+        nonlocal connected
         comm = await connect(address, timeout=timeout, **args)
+        connected = True
         try:
             await comm.write({"op": "identity", "n_workers": 0, "reply": True})
             return await comm.read()
         finally:
             comm.abort()
 
-    answer = _run_bounded(identity, timeout)
+    try:
+        answer = _run_bounded(identity, timeout)
+    except TimeoutError:
+        if not connected:  # the overall bound fired while dask was still retrying TCP
+            raise OSError(f"timed out after {timeout:g} s trying to connect") from None
+        raise
     if not isinstance(answer, dict):
         raise ValueError(f"unexpected answer {type(answer).__name__}")
     return answer
