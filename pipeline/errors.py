@@ -66,6 +66,15 @@ class StoreExistsError(StoreError, FileExistsError):
     """Something is already at the location of a new results store (neither resume nor overwrite)."""
 
 
+class StoreBusyError(StoreError):
+    """Another diffsweep run is writing the store (it holds the store's lock)."""
+
+
+class StoreDamagedError(StoreError):
+    """A results store's files contradict its own records (missing or unreadable chunks,
+    metadata or attributes that no longer match its definition)."""
+
+
 class ArgumentNaming:
     """Mixin: the message names the caller's arguments as ```name```.
 

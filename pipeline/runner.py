@@ -25,6 +25,7 @@ from pipeline.diagnostics import STATUS_NAMES
 from pipeline.errors import StoreError, StoreExistsError
 from pipeline.executors import Executor, InProcessExecutor
 from pipeline.planning import Block, Plan
+from pipeline.store_lock import busy_error, holding_lock, lock_owner
 from pipeline.sweep import Sweep
 
 log = logging.getLogger(__name__)
@@ -176,23 +177,29 @@ def preflight(
         definition than ``sweep`` (``resume``).
     StoreExistsError
         Something is at ``url`` and neither ``resume`` nor ``overwrite`` is set.
+    StoreBusyError
+        Another run is writing the store.
     """
     if resume and overwrite:
         raise StoreError("resume=True and overwrite=True contradict each other; choose one")
-    if not store.exists(url, storage_options):
+    found = store.inspect(url, storage_options)
+    owner = lock_owner(url, storage_options)
+    if owner is not None:
+        raise busy_error(url, owner)
+    if found.kind == "absent":
         return
     if not (resume or overwrite):
         raise StoreExistsError(f"{url!r} already exists; pass resume=True to complete it or overwrite=True to replace it")
-    store.read_attributes(url, storage_options)  # only ever resume or replace a diffsweep store
-    if resume and sweep is not None:
+    if found.kind == "foreign":  # only ever resume or replace a diffsweep store
+        raise StoreError(f"{url!r}: {found.reason}; refusing to resume or overwrite it")
+    if resume and sweep is not None and found.kind == "ready":
         store.check_same_definition(url, sweep, storage_options)
 
 
 def nothing_to_compute(sweep: Sweep, url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when ``url`` is a complete store of ``sweep``: resuming it computes (and writes) nothing."""
-    if not store.exists(url, storage_options):
-        return False
-    if store.read_attributes(url, storage_options).get("sweep_hash") != sweep.sha256:
+    found = store.inspect(url, storage_options)
+    if found.kind != "ready" or found.attrs.get("sweep_hash") != sweep.sha256:
         return False
     done, total = store.completion(url, storage_options)
     return done == total
@@ -207,10 +214,10 @@ def plan_for_store(
     storage_options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """The plan to run: a resumed store keeps the blocks it was created with."""
-    if resume and store.exists(url, storage_options):
-        attrs = store.read_attributes(url, storage_options)
-        if attrs.get("sweep_hash") == sweep.sha256 and "diffsweep_chunks" in attrs:
-            chunks = tuple(json.loads(attrs["diffsweep_chunks"]))
+    if resume:
+        found = store.inspect(url, storage_options)
+        if found.kind == "ready" and found.attrs.get("sweep_hash") == sweep.sha256 and "diffsweep_chunks" in found.attrs:
+            chunks = tuple(json.loads(found.attrs["diffsweep_chunks"]))
             return Plan(sweep=sweep, chunks=chunks, parallelism=parallelism or 1)
     return planning.plan(sweep, parallelism=parallelism)
 
@@ -225,6 +232,10 @@ def prepare_store(
 ) -> list[Block]:
     """Check the store against ``resume``/``overwrite``, create it if needed, and return the blocks to compute.
 
+    The caller holds the store's lock (:func:`run_sweep` does). A store whose creation
+    was interrupted holds no results: ``resume`` (same sweep) or ``overwrite`` create
+    it again.
+
     Raises
     ------
     StoreError
@@ -232,20 +243,55 @@ def prepare_store(
         another sweep (``resume``). Nothing is modified in either case.
     """
     preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options)
-    present = store.exists(url, storage_options)
-    if present and resume:
+    found = store.inspect(url, storage_options)
+    if found.kind == "ready" and resume:
         store.check_compatible(url, plan, storage_options)
         done = store.completed_blocks(url, storage_options)
         todo = [block for block in plan.blocks() if not done[block.index]]
         log.info("resuming %s: %d of %d blocks already stored", url, plan.n_blocks - len(todo), plan.n_blocks)
         return todo
-    if present:
+    if found.kind == "unfinished":
+        if resume and found.attrs.get("sweep_hash") != plan.sweep.sha256:
+            raise StoreError(
+                f"{url!r} is an unfinished store of another sweep definition "
+                f"({found.attrs.get('sweep_name')!r}, hash {str(found.attrs.get('sweep_hash'))[:12]}); "
+                "replace it with overwrite=True"
+            )
+        log.warning("%s: its creation was interrupted before any block was computed; creating it again", url)
+    elif found.kind == "ready":
         log.info("overwriting %s", url)
-    store.create(url, plan, overwrite=present, storage_options=storage_options)
+    store.create(url, plan, overwrite=found.kind != "absent", storage_options=storage_options)
     return list(plan.blocks())
 
 
 def run_sweep(
+    plan: Plan,
+    url: str,
+    *,
+    executor: Executor | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Compute every block of ``plan`` not yet in the store at ``url``, holding its lock.
+
+    Parameters are those of :func:`_run_sweep`, which does the work.
+
+    Raises
+    ------
+    StoreBusyError
+        Another run is writing the store (see :mod:`pipeline.store_lock`).
+    """
+    with holding_lock(url, storage_options):
+        return _run_sweep(
+            plan, url, executor=executor, resume=resume, overwrite=overwrite,
+            storage_options=storage_options, progress=progress, on_start=on_start,
+        )
+
+
+def _run_sweep(
     plan: Plan,
     url: str,
     *,

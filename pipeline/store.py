@@ -9,12 +9,22 @@ The template (metadata and coordinates) is written once by the client; each task
 writes its own block into chunk-aligned regions and *afterwards* marks the block done
 in the child group ``_diffsweep`` (invisible to ``open_zarr``). A block that is not
 marked is recomputed when the run is resumed.
+
+A store is recognisable as diffsweep's from its very first write on, so an interrupted
+creation can always be repaired: the root group and its attributes (with
+``diffsweep_state: creating``) are written first, then the bookkeeping, then the
+variables; only then does the state become ``ready``. Replacing a store (overwrite)
+first rewrites its root attributes to the new sweep's (state ``creating``) and then
+deletes everything else in it, so at every moment the root says whose store it is.
+Writers hold the store's lock (:mod:`pipeline.store_lock`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import socket
 import warnings
 from collections.abc import Iterator, Mapping
@@ -30,29 +40,130 @@ import zarr
 
 from pipeline import __version__
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
-from pipeline.errors import StoreError, StoreNotFoundError, SweepError
+from pipeline.errors import StoreDamagedError, StoreError, StoreExistsError, StoreNotFoundError, SweepError
 from pipeline.planning import Block, Plan
+from pipeline.store_lock import LOCK_NAME, PARTIAL_SUFFIX
 from pipeline.sweep import Sweep, parse_sweep
 from pipeline.sweep.compare import changes
 
 BOOKKEEPING = "_diffsweep"
 COMPLETED = "completed"
-FORMAT_VERSION = 1
+#: format 2: the root is written first with a state attribute; every chunk of a stored
+#: block is written, even one that holds only fill values
+FORMAT_VERSION = 2
+#: root attribute saying whether the template is complete
+STATE = "diffsweep_state"
+READY = "ready"
+CREATING = "creating"
 
 
 @contextmanager
 def _consolidated_metadata_accepted() -> Iterator[None]:
-    """zarr warns that consolidated metadata is an extension of the v3 spec; we know."""
+    """zarr warns that consolidated metadata is an extension of the v3 spec; we know.
+
+    It also warns about every file in a group that is not zarr's while it walks the
+    hierarchy: the store's lock (:data:`~pipeline.store_lock.LOCK_NAME`) is one, and a
+    file a kill left half-written (``*.partial``) another; zarr skips them.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
         yield
+
+
+def location(url: str) -> str:
+    """``url`` as zarr and fsspec should be given it: a ``file://`` URL becomes its path.
+
+    zarr opens ``file://`` URLs through fsspec without creating directories, so a new
+    store there could not be written; the plain path behaves like any local path.
+
+    Raises
+    ------
+    StoreError
+        A ``file://`` URL with a host or a relative path.
+    """
+    if not url.startswith("file:"):
+        return url
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise StoreError(f"{url!r}: a file URL needs an absolute path, as in file:///data/x.zarr")
+    return unquote(parts.path)
 
 
 def _open_group(url: str, mode: Literal["r", "r+"], storage_options: Mapping[str, Any] | None) -> zarr.Group:
     return zarr.open_group(
-        store=url, mode=mode, storage_options=dict(storage_options) if storage_options else None,
+        store=location(url), mode=mode, storage_options=dict(storage_options) if storage_options else None,
         use_consolidated=False,
     )
+
+
+def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the store's root path in it."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(location(url), **(storage_options or {}))
+    return fs, root.rstrip("/")
+
+
+def _is_local(fs: Any) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
+
+
+@dataclass(frozen=True)
+class Found:
+    """What is at a store's location.
+
+    Attributes
+    ----------
+    kind
+        ``"absent"`` (nothing, an empty directory, or only a lock and partial writes
+        of a store that was never written), ``"foreign"`` (something that is not a
+        diffsweep store), ``"unfinished"`` (a diffsweep store whose template was
+        interrupted; nothing in it was computed) or ``"ready"``.
+    reason
+        Why it is foreign.
+    attrs
+        The root attributes of a diffsweep store (unfinished or ready).
+    """
+
+    kind: Literal["absent", "foreign", "unfinished", "ready"]
+    reason: str = ""
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _is_ours(attrs: Mapping[str, Any]) -> bool:
+    return "sweep_hash" in attrs and "diffsweep_format" in attrs
+
+
+def inspect(url: str, storage_options: Mapping[str, Any] | None = None) -> Found:
+    """Look at ``url`` without opening it through zarr (consolidated metadata cannot hide anything)."""
+    fs, root = _filesystem(url, storage_options)
+    if not fs.exists(root):
+        return Found("absent")
+    if not fs.isdir(root):
+        return Found("foreign", "it is a file, not a zarr store")
+    try:
+        raw = fs.cat_file(f"{root}/zarr.json")
+    except FileNotFoundError:
+        others = [
+            name for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+            if name != LOCK_NAME and not name.endswith(PARTIAL_SUFFIX)
+        ]
+        if not others:
+            return Found("absent")
+        return Found("foreign", "it is not a zarr store")
+    try:
+        metadata = json.loads(raw)
+        attrs = dict(metadata.get("attributes", {})) if metadata.get("node_type") == "group" else {}
+    except (ValueError, AttributeError):
+        return Found("foreign", "its zarr.json cannot be read")
+    if not _is_ours(attrs):
+        return Found("foreign", "it is a zarr store but not a diffsweep results store")
+    ready = attrs.get(STATE, READY) == READY and fs.exists(f"{root}/{BOOKKEEPING}/zarr.json")
+    return Found("ready" if ready else "unfinished", attrs=attrs)
 
 
 def _array(group: zarr.Group, path: str) -> zarr.Array:
@@ -63,51 +174,90 @@ def _array(group: zarr.Group, path: str) -> zarr.Array:
     return array
 
 
+def block_grid(attrs: Mapping[str, Any]) -> tuple[int, ...]:
+    """The block grid a store was created with (from its root attributes)."""
+    return tuple(json.loads(attrs.get("diffsweep_block_grid", "[]")))
+
+
 def _completed(url: str, storage_options: Mapping[str, Any] | None) -> np.ndarray:
-    """The bookkeeping array: 1 where a block is stored."""
-    return np.asarray(_array(_open_group(url, "r", storage_options), f"{BOOKKEEPING}/{COMPLETED}")[...])
+    """The bookkeeping array: 1 where a block is stored.
+
+    Raises
+    ------
+    StoreDamagedError
+        The record is missing, unreadable or not the shape of the store's block grid.
+    """
+    attrs = read_attributes(url, storage_options)
+    expected = block_grid(attrs)
+    try:
+        record = _open_group(url, "r", storage_options).get(f"{BOOKKEEPING}/{COMPLETED}")
+        values = np.asarray(record[...]) if isinstance(record, zarr.Array) else None
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise StoreDamagedError(f"{url!r}: the completion record cannot be read ({reason}); {REPAIR_HINT}") from None
+    if values is None:
+        raise StoreDamagedError(f"{url!r}: the completion record {BOOKKEEPING}/{COMPLETED} is missing; {REPAIR_HINT}")
+    if expected and values.shape != expected:
+        raise StoreDamagedError(
+            f"{url!r}: the completion record has shape {values.shape}, but the store has "
+            f"{'x'.join(map(str, expected))} blocks; {REPAIR_HINT}"
+        )
+    return values
+
+
+#: what to do about a damaged store (every message about damage ends with it)
+REPAIR_HINT = (
+    "`diffsweep verify STORE` lists the damage and `diffsweep run SWEEP -o STORE --resume --repair` "
+    "recomputes it"
+)
 
 
 def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """True when something (a zarr group or anything else) is at ``url``."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return bool(fs.exists(path))
+    """True when something is at ``url`` (a diffsweep store, unfinished or not, or anything else)."""
+    return inspect(url, storage_options).kind != "absent"
 
 
 def read_attributes(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Root attributes of a diffsweep store.
+    """Root attributes of a diffsweep store whose template is complete.
 
     Raises
     ------
     StoreNotFoundError
         Nothing is at ``url``.
     StoreError
-        Something is there but it is not a diffsweep results store.
+        Something is there but it is not a diffsweep results store, or its creation
+        was interrupted (:data:`UNFINISHED_HINT`).
     """
-    if not exists(url, storage_options):
+    found = inspect(url, storage_options)
+    if found.kind == "absent":
         raise StoreNotFoundError(f"no results store at {url!r}")
-    try:
-        group = _open_group(url, "r", storage_options)
-    except Exception as error:  # not zarr at all
-        raise StoreError(f"{url!r} is not a zarr store ({type(error).__name__}: {error})") from None
-    attrs = dict(group.attrs)
-    if "sweep_hash" not in attrs or BOOKKEEPING not in group:
-        raise StoreError(f"{url!r} is a zarr store but not a diffsweep results store")
-    return attrs
+    if found.kind == "foreign":
+        raise StoreError(f"{url!r}: {found.reason}")
+    if found.kind == "unfinished":
+        raise StoreError(f"{url!r} {UNFINISHED_HINT}")
+    return dict(found.attrs)
+
+
+#: what an interrupted creation left, and what to do about it
+UNFINISHED_HINT = (
+    "is a diffsweep store whose creation was interrupted before any block was computed; "
+    "`diffsweep run SWEEP -o STORE --resume` (the same sweep) or `--overwrite` creates it again"
+)
 
 
 def completion(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """(blocks completed, blocks in total)."""
-    read_attributes(url, storage_options)
     done = _completed(url, storage_options)
-    return int(np.count_nonzero(done)), int(done.size)
+    return int(np.count_nonzero(done == DONE)), int(done.size)
 
 
 def completed_blocks(url: str, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """Boolean array over the block grid: True where the block is stored."""
-    return _completed(url, storage_options).astype(bool)
+    return _completed(url, storage_options) == DONE
+
+
+#: values of the completion record
+NOT_DONE, DONE = 0, 1
 
 
 def check_same_definition(url: str, sweep: Sweep, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -205,44 +355,115 @@ def create(
 ) -> None:
     """Write the template (metadata, coordinates, empty bookkeeping). Computes nothing.
 
+    The caller holds the store's lock (:func:`pipeline.store_lock.holding_lock`). The
+    root and its attributes are written first, marked ``diffsweep_state: creating``
+    until the last write, so an interrupted creation leaves a store that
+    :func:`inspect` recognises as an unfinished diffsweep store.
+
+    Parameters
+    ----------
+    overwrite
+        Replace the diffsweep store (ready or unfinished) at ``url``: its root
+        attributes are rewritten to this plan's first, then everything else in it is
+        deleted (never following a symbolic link), then the template is written.
+
     Raises
     ------
     StoreError
         The location cannot be written: an object store's bucket that does not exist
         (object stores, unlike folders, are not created on the first write) or no
         permission. Nothing was written then.
+    StoreExistsError
+        Something is at ``url`` and ``overwrite`` is not set.
     """
-    dataset, encoding = template(plan)
-    dataset.attrs.update(provenance(plan))
+    attrs = {**provenance(plan), STATE: CREATING}
+    options = dict(storage_options) if storage_options else None
+    found = inspect(url, storage_options)
     with _consolidated_metadata_accepted():
-        try:
-            dataset.to_zarr(
-                url,
-                mode="w" if overwrite else "w-",
-                compute=False,
-                encoding=encoding,
-                zarr_format=3,
-                consolidated=True,
-                storage_options=dict(storage_options) if storage_options else None,
-            )
-        except (FileNotFoundError, PermissionError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise StoreError(f"cannot create the store {url!r}: {reason}") from None
-        group = _open_group(url, "r+", storage_options)
+        if found.kind == "absent":
+            _delete_contents(url, storage_options, keep={LOCK_NAME})  # partial writes of a killed run, if any
+            try:
+                group = zarr.create_group(location(url), zarr_format=3, attributes=attrs, storage_options=options)
+            except (FileNotFoundError, PermissionError) as error:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise StoreError(f"cannot create the store {url!r}: {reason}") from None
+            except zarr.errors.ContainsGroupError:
+                raise StoreExistsError(f"{url!r} was created by someone else meanwhile") from None
+        elif overwrite and found.kind in ("ready", "unfinished"):
+            group = _open_group(url, "r+", storage_options)
+            group.attrs.put(attrs)  # the new owner first (and no stale consolidated metadata) ...
+            _delete_contents(url, storage_options, keep={"zarr.json", LOCK_NAME})  # ... then the old contents
+        else:
+            raise StoreExistsError(f"{url!r} already exists")
         bookkeeping = group.create_group(BOOKKEEPING)
         bookkeeping.attrs["description"] = "diffsweep bookkeeping: 1 where a block is stored"
         bookkeeping.create_array(
             COMPLETED, shape=plan.block_grid, chunks=(1,) * len(plan.block_grid), dtype="int8", fill_value=0
         )
+        dataset, encoding = template(plan)
+        dataset.attrs.update(attrs)  # xarray rewrites the root attributes: keep the mark
+        dataset.to_zarr(
+            location(url), mode="a", compute=False, encoding=encoding, zarr_format=3,
+            consolidated=False, storage_options=options,
+        )
+        group.attrs[STATE] = READY
         zarr.consolidate_metadata(group.store)
+
+
+def _delete_contents(url: str, storage_options: Mapping[str, Any] | None, keep: set[str]) -> None:
+    """Delete everything under the store's root except the names in ``keep``.
+
+    Local stores are emptied entry by entry: a symbolic link (the store itself, or an
+    entry in it) is removed as a link, never followed.
+    """
+    fs, root = _filesystem(url, storage_options)
+    if not fs.exists(root):
+        return
+    if _is_local(fs):
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name in keep:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        return
+    for path in fs.ls(root, detail=False):
+        if path.rstrip("/").rsplit("/", 1)[-1] not in keep:
+            fs.rm(path, recursive=True)
 
 
 def update_attributes(url: str, attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> None:
-    """Merge ``attrs`` into the root attributes and refresh the consolidated metadata."""
+    """Merge ``attrs`` into the root attributes and refresh the consolidated metadata.
+
+    Raises
+    ------
+    StoreDamagedError
+        An array the consolidated metadata lists has lost its own metadata: refreshing
+        it would make the array vanish, so nothing is written.
+    """
     with _consolidated_metadata_accepted():
+        _check_nothing_vanished(url, storage_options)
         group = _open_group(url, "r+", storage_options)
         group.attrs.update(dict(attrs))
         zarr.consolidate_metadata(group.store)
+
+
+def _check_nothing_vanished(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse to consolidate when a node the consolidated metadata lists no longer exists."""
+    fs, root = _filesystem(url, storage_options)
+    try:
+        consolidated = json.loads(fs.cat_file(f"{root}/zarr.json")).get("consolidated_metadata") or {}
+    except (FileNotFoundError, ValueError):
+        return
+    listed = set(consolidated.get("metadata", {}))
+    vanished = sorted(name for name in listed if not fs.exists(f"{root}/{name}/zarr.json"))
+    if vanished:
+        raise StoreDamagedError(
+            f"{url!r}: the metadata of {', '.join(map(repr, vanished))} is missing "
+            f"(only the consolidated copy is left); {REPAIR_HINT}"
+        )
 
 
 #: root attribute holding the run history (a JSON list, one entry per computing run)
@@ -307,8 +528,9 @@ class BlockWriter:
             array = _array(group, str(name))
             region = block.region(tuple(map(str, variable.dims)))
             check_aligned(str(name), region, array.chunks, array.shape)
-            array[region] = variable.values
-        _array(group, f"{BOOKKEEPING}/{COMPLETED}")[block.index] = 1
+            # every chunk of a stored block exists, even an all-NaN one: a missing chunk is damage
+            array.with_config({"write_empty_chunks": True})[region] = variable.values
+        _array(group, f"{BOOKKEEPING}/{COMPLETED}")[block.index] = DONE
 
 
 def check_aligned(
@@ -325,13 +547,18 @@ def check_aligned(
 
 
 __all__ = [
+    "DONE",
+    "NOT_DONE",
     "BlockWriter",
+    "Found",
     "append_run_history",
     "check_compatible",
     "check_same_definition",
     "completion",
     "create",
     "exists",
+    "inspect",
+    "location",
     "read_attributes",
     "run_history",
     "status_counts",
