@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, planning, store
+from pipeline import __version__, planning, store, verify
 from pipeline.compute import BlockSummary, Progress
 from pipeline.diagnostics import STATUS_NAMES
-from pipeline.errors import StoreError, StoreExistsError
+from pipeline.errors import StoreDamagedError, StoreError, StoreExistsError
 from pipeline.executors import Executor, InProcessExecutor
 from pipeline.planning import Block, Plan
 from pipeline.store_lock import busy_error, holding_lock, lock_owner
@@ -197,12 +197,19 @@ def preflight(
 
 
 def nothing_to_compute(sweep: Sweep, url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """True when ``url`` is a complete store of ``sweep``: resuming it computes (and writes) nothing."""
+    """True when ``url`` is a complete, sound store of ``sweep``: resuming it computes nothing.
+
+    Sound as far as the quick check of :func:`pipeline.verify.verify` sees (metadata,
+    attributes, every chunk present); a damaged store has blocks to recompute.
+    """
     found = store.inspect(url, storage_options)
     if found.kind != "ready" or found.attrs.get("sweep_hash") != sweep.sha256:
         return False
-    done, total = store.completion(url, storage_options)
-    return done == total
+    try:
+        done, total = store.completion(url, storage_options)
+    except StoreDamagedError:
+        return False
+    return done == total and verify.verify(url, storage_options, quick=True).ok
 
 
 def plan_for_store(
@@ -228,13 +235,17 @@ def prepare_store(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    repair: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> list[Block]:
     """Check the store against ``resume``/``overwrite``, create it if needed, and return the blocks to compute.
 
     The caller holds the store's lock (:func:`run_sweep` does). A store whose creation
     was interrupted holds no results: ``resume`` (same sweep) or ``overwrite`` create
-    it again.
+    it again. A store that is resumed is first checked and repaired
+    (:func:`pipeline.verify.check_before_resume`): quickly — metadata, attributes and
+    the presence of every recorded block's chunks — or, with ``repair``, by decoding
+    every chunk; the blocks found damaged are recomputed with the missing ones.
 
     Raises
     ------
@@ -246,6 +257,8 @@ def prepare_store(
     found = store.inspect(url, storage_options)
     if found.kind == "ready" and resume:
         store.check_compatible(url, plan, storage_options)
+        for line in verify.check_before_resume(url, plan, storage_options, decode=repair):
+            log.warning("%s: %s", url, line)
         done = store.completed_blocks(url, storage_options)
         todo = [block for block in plan.blocks() if not done[block.index]]
         log.info("resuming %s: %d of %d blocks already stored", url, plan.n_blocks - len(todo), plan.n_blocks)
@@ -274,6 +287,7 @@ def run_sweep(
     storage_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    repair: bool = False,
 ) -> RunSummary:
     """Compute every block of ``plan`` not yet in the store at ``url``, holding its lock.
 
@@ -287,7 +301,7 @@ def run_sweep(
     with holding_lock(url, storage_options):
         return _run_sweep(
             plan, url, executor=executor, resume=resume, overwrite=overwrite,
-            storage_options=storage_options, progress=progress, on_start=on_start,
+            storage_options=storage_options, progress=progress, on_start=on_start, repair=repair,
         )
 
 
@@ -301,6 +315,7 @@ def _run_sweep(
     storage_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    repair: bool = False,
 ) -> RunSummary:
     """Compute every block of ``plan`` not yet in the store at ``url``.
 
@@ -319,10 +334,15 @@ def _run_sweep(
         Called with each block's summary as it completes.
     on_start
         Called with the number of blocks about to run.
+    repair
+        With ``resume``: decode every chunk of the stored blocks first and recompute
+        the damaged ones (without it, only a quick check: see :func:`prepare_store`).
     """
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    todo = prepare_store(url, plan, resume=resume, overwrite=overwrite, storage_options=storage_options)
+    todo = prepare_store(
+        url, plan, resume=resume, overwrite=overwrite, repair=repair, storage_options=storage_options
+    )
     if on_start is not None:
         on_start(len(todo))
     executor = InProcessExecutor() if executor is None else executor

@@ -26,6 +26,7 @@ LAYERS = {
     "pipeline.executors": 4,
     "pipeline.store": 5,
     "pipeline.store_lock": 5,
+    "pipeline.verify": 5,
     "pipeline.runner": 5,
     "pipeline.store_probe": 5,
     "pipeline.maps": 6,

@@ -336,3 +336,128 @@ def test_a_lock_from_another_host_is_refused_naming_the_file_to_remove(sweeps, t
     line = one_line(output)
     assert "(pid 1 on elsewhere, since then)" in line and f"remove {store}/diffsweep.lock" in line, line
     assert tree_digest(store) == before
+
+
+# -- item 6: corruption is detected, named and repaired ---------------------------------------
+
+
+def damaged_copy(clean: Path, tmp_path: Path, name: str = "damaged.zarr") -> Path:
+    store = tmp_path / name
+    shutil.copytree(clean, store)
+    return store
+
+
+def edit_root_attribute(store: Path, key: str, value: object) -> None:
+    metadata = json.loads((store / "zarr.json").read_text())
+    metadata["attributes"][key] = value
+    (store / "zarr.json").write_text(json.dumps(metadata))
+
+
+def test_verify_names_every_bad_block_and_resume_repair_restores_identical_values(sweeps, tmp_path: Path) -> None:
+    store = damaged_copy(sweeps["minimal-clean"], tmp_path)
+    (store / "distance/c/0/1/0").unlink()                                  # a chunk deleted
+    chunk = store / "status/c/0/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:10])                              # a chunk truncated
+    edit_root_attribute(store, "tolerance", 0.5)                            # an attribute edited
+    (store / "error/zarr.json").unlink()                                    # metadata hidden by the consolidated copy
+    before = tree_digest(store)
+
+    result = diffsweep("verify", str(store))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "BAD  attribute 'tolerance': is 0.5, the stored definition says 0.001" in lines
+    assert "BAD  array 'error': its metadata (zarr.json) is missing; only the consolidated copy xarray reads is left" in lines
+    assert "BAD  distance block (0, 1): chunk distance/c/0/1/0 is missing" in lines
+    assert any(line.startswith("BAD  status block (0, 0): chunk status/c/0/0/0 cannot be decoded (") for line in lines)
+    assert lines[-1].startswith(f"DAMAGED: {store}: 4 problems, 2 of 2 blocks to recompute;")
+    assert tree_digest(store) == before  # verify writes nothing
+
+    status = diffsweep("status", str(store))
+    assert status.returncode == 0 and "damaged (see the warning)" in status.stdout
+    assert "Warning: a quick check found 3 problems:" in status.stderr  # quick: the truncated chunk is not decoded
+    assert "distance block (0, 1): chunk distance/c/0/1/0 is missing" in status.stderr
+
+    code, output = invoke("run", str(sweeps["minimal"]), "-o", str(store), "--in-process", "--resume", "--repair")
+    assert code == 0, output
+    assert diffsweep("verify", str(store)).returncode == 0
+    xr.testing.assert_identical(values(store), values(sweeps["minimal-clean"]))
+    assert xr.open_zarr(store).attrs["tolerance"] == 1.0e-3
+
+
+def test_plain_resume_repairs_what_the_quick_check_finds(sweeps, tmp_path: Path) -> None:
+    store = damaged_copy(sweeps["minimal-clean"], tmp_path)
+    (store / "field/c/0/0/0").unlink()
+    (store / "status/zarr.json").unlink()
+    assert invoke("verify", str(store), "--quick")[0] == 1
+    code, output = invoke("run", str(sweeps["minimal"]), "-o", str(store), "--in-process", "--resume")
+    assert code == 0, output
+    assert "Computed 1 of 2 blocks" in output
+    assert invoke("verify", str(store))[0] == 0
+    assert "status" in xr.open_zarr(store).data_vars  # the consolidated metadata kept it
+    xr.testing.assert_identical(values(store), values(sweeps["minimal-clean"]))
+
+
+def test_consolidating_over_an_array_that_lost_its_metadata_is_refused(sweeps, tmp_path: Path) -> None:
+    from pipeline import store as stores
+    from pipeline.errors import StoreDamagedError
+
+    store = damaged_copy(sweeps["minimal-clean"], tmp_path)
+    (store / "status/zarr.json").unlink()
+    before = tree_digest(store)
+    with pytest.raises(StoreDamagedError, match=r"the metadata of 'status' is missing \(only the consolidated copy is left\)"):
+        stores.update_attributes(str(store), {"note": "x"})
+    assert tree_digest(store) == before
+
+
+def test_a_changed_completion_record_is_a_clear_error_and_resume_recomputes(sweeps, tmp_path: Path) -> None:
+    import zarr
+
+    store = damaged_copy(sweeps["minimal-clean"], tmp_path)
+    bookkeeping = zarr.open_group(store / "_diffsweep", mode="r+", use_consolidated=False)
+    del bookkeeping["completed"]
+    bookkeeping.create_array("completed", shape=(3,), chunks=(1,), dtype="int8", fill_value=1)
+    code, output = invoke("status", str(store))
+    assert code == 2
+    assert "the completion record has shape (3,), but the store has 1x2 blocks" in one_line(output)
+    code, output = invoke("verify", str(store))
+    assert code == 1 and "BAD  completion record: shape (3,), expected (1, 2)" in output
+    code, output = invoke("run", str(sweeps["minimal"]), "-o", str(store), "--in-process", "--resume")
+    assert code == 0 and "Computed 2 of 2 blocks" in output, output
+    xr.testing.assert_identical(values(store), values(sweeps["minimal-clean"]))
+
+
+@pytest.mark.parametrize("command", ["map", "recommend"])
+def test_a_truncated_chunk_is_named_by_variable_and_block(command: str, sweeps, tmp_path: Path) -> None:
+    store = damaged_copy(sweeps["minimal-clean"], tmp_path)
+    chunk = store / "status/c/0/1/0"
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    args = [command, str(store)] + (["-o", str(tmp_path / "maps")] if command == "map" else [])
+    result = diffsweep(*args)
+    assert result.returncode == 2, result.stderr
+    line = one_line(result.stderr)
+    assert line.startswith(f"Error: '{store}' is damaged: status block (0, 1): chunk status/c/0/1/0 cannot be decoded ("), line
+    assert line.endswith("`diffsweep run SWEEP -o STORE --resume --repair` recomputes it")
+
+
+def test_verify_a_sound_store_a_non_store_and_an_overridden_definition(sweeps, tmp_path: Path) -> None:
+    result = diffsweep("verify", str(sweeps["minimal-clean"]))
+    assert result.returncode == 0
+    assert one_line(result.stdout) == (
+        f"OK: {sweeps['minimal-clean']}: 2 of 2 blocks recorded done, 14 chunks decoded; "
+        "metadata and attributes match the definition"
+    )
+    code, output = invoke("verify", str(sweeps["minimal-clean"]), "--json")
+    assert code == 0 and json.loads(output)["chunks_checked"] == 14
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    result = diffsweep("verify", str(folder))
+    assert result.returncode == 2 and "it is not a zarr store" in one_line(result.stderr)
+    overridden = tmp_path / "overridden.zarr"
+    code, output = invoke(
+        "run", str(sweeps["minimal"]), "-o", str(overridden), "--in-process", "--set", "model.cells=16",
+        "--set", "criteria.tolerance=0.01",
+    )
+    assert code == 0, output
+    code, output = invoke("verify", str(overridden))
+    assert code == 0, output

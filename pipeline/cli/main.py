@@ -24,6 +24,7 @@ COMMANDS = {
     "run": "pipeline.cli.run:run",
     "plan": "pipeline.cli.plan:plan",
     "status": "pipeline.cli.status:status",
+    "verify": "pipeline.cli.verify:verify",
     "map": "pipeline.cli.map:map_command",
     "recommend": "pipeline.cli.recommend:recommend",
 }
@@ -119,6 +120,7 @@ def cli() -> None:
       diffsweep plan sweeps/ftcs-1d-stability.yaml          # what will run, and its cost
       diffsweep run  sweeps/ftcs-1d-stability.yaml -o ftcs.zarr
       diffsweep status ftcs.zarr
+      diffsweep verify ftcs.zarr                             # every chunk against the records
       diffsweep map ftcs.zarr -o maps/ --html               # stability maps with theory
       diffsweep recommend ftcs.zarr                          # best settings per coefficient
 

@@ -10,6 +10,7 @@ import click
 
 from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
+from pipeline.cli.verify import explains_damage
 from pipeline.outputs import OutputFolder
 
 
@@ -61,6 +62,7 @@ def completeness(
 )
 @storage_options_option
 @debug_option
+@explains_damage
 def map_command(
     store: str,
     out_dir: Path,

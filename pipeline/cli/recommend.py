@@ -9,6 +9,7 @@ import click
 
 from pipeline.cli.cluster_options import storage_options_option
 from pipeline.cli.options import debug_option, store_argument
+from pipeline.cli.verify import explains_damage
 
 
 @click.command(short_help="Print the largest stable step size and cheapest setting per coefficient.")
@@ -16,6 +17,7 @@ from pipeline.cli.options import debug_option, store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per coefficient.")
 @storage_options_option
 @debug_option
+@explains_damage
 def recommend(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Per coefficient (and per value of any swept model key) in STORE: the largest step
     size stable at every step count against the von Neumann bound, the fewest steps that

@@ -44,6 +44,11 @@ ARGUMENTS_KEY = "diffsweep.run.arguments"
 @click.option("--resume", is_flag=True, help="Complete an interrupted store: compute only the blocks not yet recorded.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing diffsweep store at STORE.")
 @click.option(
+    "--repair", is_flag=True,
+    help="With --resume: decode every stored chunk first and recompute the damaged blocks "
+    "(a plain --resume checks metadata and that every chunk is present).",
+)
+@click.option(
     "--progress/--no-progress", default=None,
     help="Progress on stderr: a bar on a terminal, else a log line every --progress-interval "
     "seconds (default); --progress forces the bar, --no-progress shows neither.",
@@ -72,6 +77,7 @@ def run(
     store: str,
     resume: bool,
     overwrite: bool,
+    repair: bool,
     progress: bool | None,
     progress_interval: float,
     in_process: bool,
@@ -93,6 +99,7 @@ def run(
     Example:
       diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr
       diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr --resume
+      diffsweep run sweeps/ftcs-1d-stability.yaml -o ftcs.zarr --resume --repair
       diffsweep run sweeps/ftcs-1d-stability.yaml -o c64.zarr --set model.cells=64
       diffsweep run big.yaml -o /scratch/big.zarr --scheduler-file ~/scheduler.json
     """
@@ -106,6 +113,8 @@ def run(
     if verbose:
         logging.getLogger("pipeline").setLevel(logging.INFO)
     quiet = not (verbose or ctx.meta.get(DEBUG_KEY))
+    if repair and not resume:
+        raise click.UsageError("--repair goes with --resume (it repairs a store being completed)")
     sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
     url = absolute_store_path(store)
     with _flag_wording():
@@ -134,7 +143,7 @@ def run(
         try:
             with _flag_wording():
                 return runner.run_sweep(
-                    plan, url, executor=executor, resume=resume, overwrite=overwrite,
+                    plan, url, executor=executor, resume=resume, overwrite=overwrite, repair=repair,
                     storage_options=storage_options, progress=reporter.block_done, on_start=on_start,
                 )
         finally:
@@ -142,7 +151,7 @@ def run(
 
     try:
         with interruptions.stopped_quietly(quiet=quiet, on_second_interrupt=stop.interrupted_line), reporter:
-            if in_process or (resume and runner.nothing_to_compute(sweep, url, storage_options)):
+            if in_process or (resume and not repair and runner.nothing_to_compute(sweep, url, storage_options)):
                 summary = execute_with(InProcessExecutor())
             else:
                 try:

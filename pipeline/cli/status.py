@@ -26,6 +26,7 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     attrs = stores.read_attributes(store, storage_options)
     done, total = stores.completion(store, storage_options)
     history = stores.run_history(store, storage_options)
+    problems = quick_check(store, storage_options)
     versions = json.loads(attrs.get("versions", "{}"))
     info = {
         "store": store,
@@ -38,11 +39,14 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
         "runs": history,
         "host": attrs.get("host"),
         "versions": versions,
+        "problems": problems,
     }
+    if problems:
+        info["complete"] = False
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    state = "complete" if done == total else f"incomplete ({total - done} blocks missing; finish with: diffsweep run SWEEP -o STORE --resume)"
+    state = "damaged (see the warning)" if problems else "complete" if done == total else f"incomplete ({total - done} blocks missing; finish with: diffsweep run SWEEP -o STORE --resume)"
     click.echo(f"store     {store}")
     click.echo(f"sweep     {info['sweep']}  (hash {str(info['sweep_hash'])[:12]})")
     click.echo(f"blocks    {done} / {total} ({done / total:.0%}) — {state}")
@@ -50,6 +54,19 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     for number, entry in enumerate(history, 1):
         click.echo(f"{'runs' if number == 1 else '':<9} {number}. {_history_line(entry, format_time)}")
     click.echo("versions  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if problems:
+        shown = problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
+        click.echo(f"Warning: a quick check found {len(problems)} problems:", err=True)
+        for line in shown:
+            click.echo(f"  {line}", err=True)
+        click.echo(f"  {stores.REPAIR_HINT}", err=True)
+
+
+def quick_check(store: str, storage_options: dict[str, object]) -> list[str]:
+    """What a quick verify (metadata, attributes, chunks present; nothing decoded) finds."""
+    from pipeline.verify import verify
+
+    return [str(problem) for problem in verify(store, storage_options, quick=True).problems]
 
 
 def _history_line(entry: dict[str, Any], format_time: Callable[[float], str]) -> str:
