@@ -8,6 +8,7 @@ zarr or of dask; results never travel back to the caller, only a small
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 from typing import Any, TypedDict
@@ -23,7 +24,17 @@ from pipeline.particle_diagnostics import PARTICLE_MEASURES, measure_particles
 from pipeline.planning import Block, Plan
 from pipeline.sweep import RunModel
 
-__all__ = ["BlockSummary", "Progress", "Sink", "compute_block", "run_block", "stream_keys"]
+__all__ = [
+    "BlockFailure",
+    "BlockSummary",
+    "Progress",
+    "Sink",
+    "compute_block",
+    "describe_error",
+    "is_fatal",
+    "run_block",
+    "stream_keys",
+]
 
 #: receives each computed block and its Dataset (the store's writer)
 Sink = Callable[[Block, xr.Dataset], Any]
@@ -41,6 +52,33 @@ class BlockSummary(TypedDict):
 
 #: called with each block's summary as the block completes
 Progress = Callable[[BlockSummary], None]
+
+
+class BlockFailure(TypedDict):
+    """A block that raised on every attempt: its index, the last error, the attempts made."""
+
+    index: tuple[int, ...]
+    error: str
+    attempts: int
+
+
+#: how often a block is tried before it is recorded as failed
+ATTEMPTS = 2
+
+
+#: errors of the storage itself: every block would fail the same way, so they stop the run
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_fatal(error: BaseException) -> bool:
+    """True for an error no retry or other block can get past (a full or read-only disk)."""
+    return isinstance(error, OSError) and error.errno in FATAL_ERRNOS
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: first line of the message`` (one line, whatever the exception)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def stream_keys(model: RunModel, coefficient: np.ndarray, step_axis: str, step: np.ndarray) -> np.ndarray:

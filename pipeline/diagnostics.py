@@ -55,6 +55,8 @@ STATUS_NAMES = ("equilibrium", "transient", "oscillating", "divergent")
 EQUILIBRIUM, TRANSIENT, OSCILLATING, DIVERGENT = range(4)
 #: status value of a run that has not been computed (never written by this module)
 NOT_COMPUTED = -1
+#: status value of a run whose block raised an error twice (written by the store layer)
+FAILED = -2
 
 MEASURES = ("distance", "mass_error", "overshoot", "growth", "error")
 #: per-run first passages (int64, no steps dimension)

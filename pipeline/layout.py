@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from pipeline.diagnostics import ATTRIBUTES, MEASURES, NOT_COMPUTED, STATUS_NAMES
+from pipeline.diagnostics import ATTRIBUTES, FAILED, MEASURES, NOT_COMPUTED, STATUS_NAMES
 from pipeline.particle_diagnostics import PARTICLE_ATTRIBUTES, PARTICLE_MEASURES
 from pipeline.sweep import RunModel, Sweep
 
@@ -98,7 +98,7 @@ COORDINATE_ATTRIBUTES: dict[str, dict[str, str]] = {
 STATUS_ATTRIBUTES: dict[str, Any] = {
     **ATTRIBUTES["status"],
     "flag_values": list(range(len(STATUS_NAMES))),
-    "missing_value_meaning": f"{NOT_COMPUTED} not computed",
+    "missing_value_meaning": f"{NOT_COMPUTED} not computed, {FAILED} failed (its block raised an error; see diffsweep status)",
 }
 FIELD_ATTRIBUTES: dict[str, str] = {"long_name": "concentration", "units": "1"}
 REASON_ATTRIBUTES: dict[str, Any] = {

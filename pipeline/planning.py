@@ -42,12 +42,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.layout import ResultLayout, cfl_number, step_size_from_cfl
-from pipeline.sweep import MODEL_KEYS, RunModel, Sweep
+from pipeline.sweep import MODEL_KEYS, WORKER_BASELINE_BYTES, RunModel, Sweep
 
 __all__ = [
     "MAX_BLOCK_BYTES",
     "MIN_BLOCK_SECONDS",
     "TARGET_BLOCK_SECONDS",
+    "WORKER_BASELINE_BYTES",
     "Block",
     "Plan",
     "plan",
@@ -264,13 +265,14 @@ def seconds_per_run(sweep: Sweep, model: RunModel) -> float:
     return cells * (2 * n_checkpoints + 2) * SPECTRAL_SECONDS_PER_CELL * (1 + math.log2(cells) / 8)
 
 
-def plan(sweep: Sweep, *, parallelism: int | None = None) -> Plan:
+def plan(sweep: Sweep, *, parallelism: int | None = None, memory_limit: int | None = None) -> Plan:
     """Decide the blocks of ``sweep``.
 
     Explicit ``chunks`` in the sweep win. Otherwise blocks are sized so that one takes
     about :data:`TARGET_BLOCK_SECONDS` (the scheduler's ~2 ms per task stays well under
-    5 %), fits :data:`MAX_BLOCK_BYTES`, and there are at least four blocks per worker
-    when the sweep is large enough for that. Swept model keys always have chunk 1.
+    5 %), fits :data:`MAX_BLOCK_BYTES` and what ``memory_limit`` leaves a task, and there
+    are at least four blocks per worker when the sweep is large enough for that. Swept
+    model keys always have chunk 1.
 
     Parameters
     ----------
@@ -278,6 +280,10 @@ def plan(sweep: Sweep, *, parallelism: int | None = None) -> Plan:
         A validated sweep.
     parallelism
         Number of workers the blocks will be spread over (default: CPU count).
+    memory_limit
+        Memory of one worker (one task at a time): a block needs at most this less
+        :data:`WORKER_BASELINE_BYTES`. A single run always makes a block (the parser
+        refuses a run that cannot fit).
     """
     parallelism = parallelism or os.cpu_count() or 1
     names = sweep.axis_names
@@ -298,7 +304,10 @@ def plan(sweep: Sweep, *, parallelism: int | None = None) -> Plan:
         total = len(models) * n_coef * n_step
         balanced = math.ceil(total / (4 * parallelism))
         runs = min(runs, max(balanced, int(MIN_BLOCK_SECONDS / per_run), 1))
-        runs = max(1, min(runs, MAX_BLOCK_BYTES // sweep.memory_per_run()))
+        budget = MAX_BLOCK_BYTES
+        if memory_limit is not None:
+            budget = min(budget, memory_limit - WORKER_BASELINE_BYTES)
+        runs = max(1, min(runs, budget // sweep.memory_per_run()))
         chunks[step_axis] = min(n_step, runs)
         chunks["coefficient"] = max(1, min(n_coef, runs // chunks[step_axis]))
     return Plan(sweep=sweep, chunks=tuple(chunks[n] for n in names), parallelism=parallelism)

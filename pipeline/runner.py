@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import __version__, planning, store, verify
-from pipeline.compute import BlockSummary, Progress
+from pipeline.compute import BlockFailure, BlockSummary, Progress
+from pipeline.diagnostics import FAILED as FAILED_STATUS
 from pipeline.diagnostics import STATUS_NAMES
 from pipeline.errors import StoreDamagedError, StoreError, StoreExistsError
 from pipeline.executors import Executor, InProcessExecutor
@@ -55,6 +56,8 @@ class RunSummary:
     store_counts: dict[str, int] = field(default_factory=dict)
     step_counts: int = 1
     workers: int = 1
+    #: blocks that raised on every attempt (their runs hold status -2 in the store)
+    failures: list[BlockFailure] = field(default_factory=list)
 
     @property
     def runs_per_second(self) -> float:
@@ -87,6 +90,20 @@ class RunSummary:
             "host": socket.gethostname(),
             "diffsweep_version": __version__,
         }
+
+    def failure_text(self) -> str | None:
+        """One line naming the failed blocks and the first error (None when none failed)."""
+        if not self.failures:
+            return None
+        shown = ", ".join(str(tuple(f["index"])) for f in self.failures[:8])
+        more = f" and {len(self.failures) - 8} more" if len(self.failures) > 8 else ""
+        first = self.failures[0]
+        return (
+            f"{len(self.failures)} of {self.blocks_total} blocks failed after {first['attempts']} attempts: "
+            f"{shown}{more}; first error (block {tuple(first['index'])}): {first['error']}. "
+            f"Their runs hold status {FAILED_STATUS} (failed) in the store; the other blocks are stored, "
+            "and resume=True retries the failed ones"
+        )
 
     def text(self) -> str:
         """The closing paragraph: what was computed, the results by status, the store's state.
@@ -219,14 +236,19 @@ def plan_for_store(
     parallelism: int | None = None,
     resume: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    memory_limit: int | None = None,
 ) -> Plan:
-    """The plan to run: a resumed store keeps the blocks it was created with."""
+    """The plan to run: a resumed store keeps the blocks it was created with.
+
+    ``memory_limit`` (one worker's memory) caps automatic blocks, as in
+    :func:`pipeline.planning.plan`.
+    """
     if resume:
         found = store.inspect(url, storage_options)
         if found.kind == "ready" and found.attrs.get("sweep_hash") == sweep.sha256 and "diffsweep_chunks" in found.attrs:
             chunks = tuple(json.loads(found.attrs["diffsweep_chunks"]))
             return Plan(sweep=sweep, chunks=chunks, parallelism=parallelism or 1)
-    return planning.plan(sweep, parallelism=parallelism)
+    return planning.plan(sweep, parallelism=parallelism, memory_limit=memory_limit)
 
 
 def prepare_store(
@@ -348,6 +370,7 @@ def _run_sweep(
     executor = InProcessExecutor() if executor is None else executor
     workers = executor.parallelism
     finished: list[BlockSummary] = []
+    failed: list[BlockFailure] = []
 
     def block_done(summary: BlockSummary) -> None:
         finished.append(summary)
@@ -356,12 +379,15 @@ def _run_sweep(
 
     def summarise(whole_store: bool) -> RunSummary:
         return _summary(plan, url, finished, len(todo), time.perf_counter() - started, workers,
-                        store_counts=store.status_counts(url, storage_options) if whole_store else None)
+                        store_counts=store.status_counts(url, storage_options) if whole_store else None,
+                        failures=failed)
 
     if not todo:  # a resumed complete store: nothing is computed, nothing written
         return summarise(whole_store=True)
     try:
-        executor.execute(plan, todo, store.BlockWriter(url, dict(storage_options or {})), progress=block_done)
+        executor.execute(
+            plan, todo, store.BlockWriter(url, dict(storage_options or {})), progress=block_done, failed=failed
+        )
     except BaseException as error:
         # the blocks that finished are in the store; say so in its history, if it can still be written
         outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed: {type(error).__name__}"
@@ -371,8 +397,11 @@ def _run_sweep(
         except Exception as unrecorded:  # a full disk, a lost connection: the error itself matters
             log.debug("run history not updated: %s: %s", type(unrecorded).__name__, unrecorded)
         raise
+    if failed or store.failures(url, storage_options):  # flag them; forget those retried successfully
+        store.record_failures(url, plan, failed, storage_options)
     summary = summarise(whole_store=len(finished) < plan.n_blocks)
-    store.append_run_history(url, summary.history_entry(started_at, _now(), "finished"), storage_options)
+    outcome = f"finished, {len(failed)} blocks failed" if failed else "finished"
+    store.append_run_history(url, summary.history_entry(started_at, _now(), outcome), storage_options)
     return summary
 
 
@@ -388,6 +417,7 @@ def _summary(
     seconds: float,
     workers: int,
     store_counts: dict[str, int] | None,
+    failures: list[BlockFailure] | None = None,
 ) -> RunSummary:
     """The summary of a run that computed the blocks ``finished`` out of ``blocks_to_compute``."""
     counts = np.sum([s["status_counts"] for s in finished], axis=0) if finished else np.zeros(len(STATUS_NAMES), int)
@@ -407,4 +437,5 @@ def _summary(
         store_counts=dict(this_run) if store_counts is None else store_counts,
         step_counts=len(plan.sweep.checkpoints),
         workers=workers,
+        failures=list(failures or []),
     )

@@ -39,6 +39,8 @@ import xarray as xr
 import zarr
 
 from pipeline import __version__
+from pipeline.compute import BlockFailure
+from pipeline.diagnostics import FAILED as FAILED_STATUS
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import StoreDamagedError, StoreError, StoreExistsError, StoreNotFoundError, SweepError
 from pipeline.planning import Block, Plan
@@ -256,8 +258,10 @@ def completed_blocks(url: str, storage_options: Mapping[str, Any] | None = None)
     return _completed(url, storage_options) == DONE
 
 
-#: values of the completion record
-NOT_DONE, DONE = 0, 1
+#: values of the completion record: not computed yet, stored, raised on every attempt
+NOT_DONE, DONE, FAILED = 0, 1, 2
+#: attribute of the bookkeeping group: the failed blocks' errors (JSON, by block index)
+FAILURES = "failures"
 
 
 def check_same_definition(url: str, sweep: Sweep, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -396,7 +400,10 @@ def create(
         else:
             raise StoreExistsError(f"{url!r} already exists")
         bookkeeping = group.create_group(BOOKKEEPING)
-        bookkeeping.attrs["description"] = "diffsweep bookkeeping: 1 where a block is stored"
+        bookkeeping.attrs["description"] = (
+            "diffsweep bookkeeping: completed is 1 where a block is stored, 2 where it failed "
+            "(its error in the attribute failures), 0 where it is still to compute"
+        )
         bookkeeping.create_array(
             COMPLETED, shape=plan.block_grid, chunks=(1,) * len(plan.block_grid), dtype="int8", fill_value=0
         )
@@ -432,6 +439,41 @@ def _delete_contents(url: str, storage_options: Mapping[str, Any] | None, keep: 
     for path in fs.ls(root, detail=False):
         if path.rstrip("/").rsplit("/", 1)[-1] not in keep:
             fs.rm(path, recursive=True)
+
+
+def record_failures(
+    url: str, plan: Plan, failures: list[BlockFailure], storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Flag the runs of each failed block (status :data:`~pipeline.diagnostics.FAILED`) and
+    record the blocks as failed, with their errors, in the bookkeeping; replaces the
+    failures recorded by an earlier run (a resumed run retries every one of them)."""
+    group = _open_group(url, "r+", storage_options)
+    status = _array(group, "status").with_config({"write_empty_chunks": True})
+    record = _array(group, f"{BOOKKEEPING}/{COMPLETED}")
+    dims = plan.layout.variable("status").dims
+    for failure in failures:
+        block = plan.block(tuple(failure["index"]))
+        region = block.region(dims)
+        status[region] = np.full(tuple(s.stop - s.start for s in region), FAILED_STATUS, dtype=np.int8)
+        record[block.index] = FAILED
+    bookkeeping = group[BOOKKEEPING]
+    bookkeeping.attrs[FAILURES] = json.dumps(
+        {",".join(map(str, f["index"])): {"error": f["error"], "attempts": f["attempts"]} for f in failures}
+    )
+
+
+def failures(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[tuple[int, ...], str]:
+    """The blocks recorded as failed and their errors (empty when none failed)."""
+    done = _completed(url, storage_options)
+    if not np.any(done == FAILED):
+        return {}
+    group = _open_group(url, "r", storage_options)
+    recorded = json.loads(str(group[BOOKKEEPING].attrs.get(FAILURES, "{}")))
+    found = {}
+    for index in zip(*np.nonzero(done == FAILED), strict=True):
+        key = tuple(int(i) for i in index)
+        found[key] = recorded.get(",".join(map(str, key)), {}).get("error", "unknown error")
+    return found
 
 
 def update_attributes(url: str, attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> None:
@@ -471,6 +513,8 @@ RUN_HISTORY = "run_history"
 
 #: what :func:`status_counts` calls results not computed yet (status -1)
 NOT_COMPUTED_NAME = "not computed"
+#: what :func:`status_counts` calls results whose block failed (status -2)
+FAILED_NAME = "failed"
 
 
 def run_history(url: str, storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -492,18 +536,21 @@ def append_run_history(
 def status_counts(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Results of the whole store by status, read a row of chunks at a time.
 
-    Keys are :data:`~pipeline.diagnostics.STATUS_NAMES` and, when some results are not
-    computed yet (status -1), :data:`NOT_COMPUTED_NAME`.
+    Keys are :data:`~pipeline.diagnostics.STATUS_NAMES` and, when there are any, results
+    not computed yet (status -1), :data:`NOT_COMPUTED_NAME`, and results whose block
+    failed (status -2), :data:`FAILED_NAME`.
     """
     status = _array(_open_group(url, "r", storage_options), "status")
-    counts = np.zeros(len(STATUS_NAMES) + 1, dtype=np.int64)
+    lowest = FAILED_STATUS  # the codes run from -2 (failed) and -1 (not computed) to the classes
+    counts = np.zeros(len(STATUS_NAMES) - lowest, dtype=np.int64)
     step = status.chunks[0]
     for start in range(0, status.shape[0], step):
         rows = np.asarray(status[start : start + step]).ravel().astype(np.int64)
-        counts += np.bincount(rows - NOT_COMPUTED, minlength=len(counts))[: len(counts)]
-    named = {name: int(n) for name, n in zip(STATUS_NAMES, counts[1:], strict=True)}
-    if counts[0]:
-        named[NOT_COMPUTED_NAME] = int(counts[0])
+        counts += np.bincount(rows - lowest, minlength=len(counts))[: len(counts)]
+    named = {name: int(n) for name, n in zip(STATUS_NAMES, counts[-len(STATUS_NAMES) :], strict=True)}
+    for code, name in ((NOT_COMPUTED, NOT_COMPUTED_NAME), (FAILED_STATUS, FAILED_NAME)):
+        if counts[code - lowest]:
+            named[name] = int(counts[code - lowest])
     return named
 
 
@@ -548,6 +595,7 @@ def check_aligned(
 
 __all__ = [
     "DONE",
+    "FAILED",
     "NOT_DONE",
     "BlockWriter",
     "Found",
@@ -557,9 +605,11 @@ __all__ = [
     "completion",
     "create",
     "exists",
+    "failures",
     "inspect",
     "location",
     "read_attributes",
+    "record_failures",
     "run_history",
     "status_counts",
     "template",

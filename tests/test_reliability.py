@@ -461,3 +461,172 @@ def test_verify_a_sound_store_a_non_store_and_an_overridden_definition(sweeps, t
     assert code == 0, output
     code, output = invoke("verify", str(overridden))
     assert code == 0, output
+
+
+# -- item 8: a poison block does not sink the sweep -------------------------------------------
+
+
+def template_only(sweep: Path, store: Path) -> None:
+    """A store with its template and no block (as a run killed before any block leaves it)."""
+    from conftest import compute_store
+
+    compute_store(sweep.read_text(), store, blocks=0)
+
+
+def check_poison_block(sweeps, tmp_path: Path, *executor: str) -> None:
+    import numpy as np
+    import zarr
+
+    store = tmp_path / "poisoned.zarr"
+    template_only(sweeps["minimal"], store)
+    obstacle = store / "distance/c/0/1/0"
+    obstacle.mkdir(parents=True)  # block (0, 1) cannot write its distance chunk: it raises every time
+    result = diffsweep("run", str(sweeps["minimal"]), "-o", str(store), "--resume", "--no-progress", *executor)
+    assert result.returncode == 1, result.stderr
+    line = one_line("\n".join(l for l in result.stderr.splitlines() if l.startswith("Error")))
+    assert line.startswith("Error: 1 of 2 blocks failed after 2 attempts: (0, 1); first error (block (0, 1)): IsADirectoryError:"), line
+    assert f"diffsweep run {sweeps['minimal']} -o {store} --resume retries the failed ones" in line
+    assert "Computed 1 of 2 blocks" in result.stdout  # the rest of the sweep completed
+    group = zarr.open_group(store, mode="r")
+    assert group["_diffsweep/completed"][...].tolist() == [[1, 2]]
+    assert (group["status"][:, 2:4, :] == -2).all() and (group["status"][:, 0:2, :] >= 0).all()
+    status = diffsweep("status", str(store))
+    assert status.returncode == 0
+    assert "failed    1 blocks raised on every attempt: (0, 1); first error (block (0, 1)): IsADirectoryError" in status.stdout
+    assert diffsweep("verify", str(store)).returncode == 0  # a failed block is recorded, not damage
+
+    obstacle.rmdir()
+    resumed = diffsweep("run", str(sweeps["minimal"]), "-o", str(store), "--resume", "--no-progress", *executor)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Computed 1 of 2 blocks (1 already stored" in resumed.stdout
+    xr.testing.assert_identical(values(store), values(sweeps["minimal-clean"]))
+    assert np.asarray(zarr.open_group(store, mode="r")["_diffsweep/completed"][...]).tolist() == [[1, 1]]
+    assert "failed" not in diffsweep("status", str(store)).stdout
+
+
+def test_a_poison_block_is_retried_recorded_and_the_rest_completes(sweeps, tmp_path: Path) -> None:
+    check_poison_block(sweeps, tmp_path, "--in-process")
+
+
+@pytest.mark.slow
+def test_a_poison_block_on_dask_workers(sweeps, tmp_path: Path) -> None:
+    check_poison_block(sweeps, tmp_path, "--workers", "2")
+
+
+# -- item 4: memory is honoured --------------------------------------------------------------
+
+AUTO_BLOCKS = """\
+name: auto
+model: {scheme: ftcs, dims: 2, cells: 256}
+sweep:
+  coefficient: {geomspace: [0.01, 1.0], num: 64}
+  cfl: {linspace: [0.05, 0.2], num: 64}
+  steps: [10]
+output: {fields: final}
+"""
+
+
+def test_automatic_blocks_fit_the_memory_limit_less_the_worker_baseline(tmp_path: Path) -> None:
+    from pipeline.sweep import WORKER_BASELINE_BYTES
+
+    sweep = tmp_path / "auto.yaml"
+    sweep.write_text(AUTO_BLOCKS)
+    for limit in (400 * 10**6, 2**30, 2 * 2**30):
+        code, output = invoke("plan", str(sweep), "--memory-limit", str(limit), "--json")
+        assert code == 0, output
+        planned = json.loads(output)
+        assert planned["memory_per_task_bytes"] <= limit - WORKER_BASELINE_BYTES, (limit, planned)
+    assert planned["memory_per_task_bytes"] == 64 * planned["memory_per_task_bytes"] // planned["runs_per_task"]
+
+    result = CliRunner().invoke(cli, ["plan", str(sweep), "--memory-limit", "100MB"])
+    assert result.exit_code == 2
+    assert "Expected more than the about 288.00 MiB a dask worker uses before any task. Got '100MB' instead." in result.output
+
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(AUTO_BLOCKS.replace("cells: 256", "cells: 4096"))
+    code, output = invoke("run", str(huge), "-o", str(tmp_path / "never.zarr"), "--memory-limit", "800MB")
+    assert code == 2 and not (tmp_path / "never.zarr").exists()
+    assert "model.cells: One run on a 2-D grid of 4096 cells per dimension needs about 896.00 MiB" in one_line(output)
+    assert "more than the 474.94 MiB left to a task (a memory limit of 762.94 MiB less about 288.00 MiB" in output
+
+
+@pytest.mark.slow
+def test_the_worker_baseline_is_what_a_worker_really_uses(tmp_path: Path) -> None:
+    """A real worker after one block (imports, kernels, store) stays under WORKER_BASELINE_BYTES."""
+    from pipeline.sweep import WORKER_BASELINE_BYTES
+
+    script = Path(__file__).parents[1] / "benchmarks" / "worker_memory.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    from dask.utils import parse_bytes
+
+    largest = parse_bytes(done.stdout.splitlines()[-1].split(":", 1)[1].strip())
+    assert 100 * 2**20 < largest <= WORKER_BASELINE_BYTES, done.stdout
+
+
+BIG_BLOCK = """\
+name: big
+description: one block of 64 runs (224 MiB estimated, 460 MiB used) on a worker with 500 MB
+model: {scheme: ftcs, dims: 2, cells: 256, boundary: periodic, initial: random}
+sweep:
+  coefficient: {geomspace: [0.1, 1.0], num: 8}
+  cfl: {linspace: [0.1, 0.2], num: 8}
+  steps: [5, 10]
+chunks: {coefficient: 8, cfl: 8}
+output: {fields: final}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_worker_killed_by_its_nanny_for_memory_is_reported_as_such(tmp_path: Path) -> None:
+    sweep = tmp_path / "big.yaml"
+    sweep.write_text(BIG_BLOCK)
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}  # two attempts, not four
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--scheduler-file", str(scheduler_file), "--no-dashboard"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+                 "--nworkers", "1", "--nthreads", "1", "--memory-limit", "500MB", "--host", "127.0.0.1",
+                 "--no-dashboard"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )
+        store = tmp_path / "big.zarr"
+        result = diffsweep(
+            "run", str(sweep), "-o", str(store), "--scheduler-file", str(scheduler_file), "--no-progress", timeout=600,
+        )
+        assert result.returncode == 1, result.stderr
+        line = one_line("\n".join(l for l in result.stderr.splitlines() if l.startswith("Error")))
+        assert "already forgotten" not in result.stderr
+        assert re.search(
+            r"Error: 1 of 1 blocks failed after 2 attempts: \(0, 0\); first error \(block \(0, 0\)\): "
+            r"the dask nanny restarted its worker for memory [12] times in 2 attempts \(it used [\d.]+ MiB, over 95% "
+            r"of the worker memory limit 476.84 MiB\); this block of 64 runs was estimated at 224.01 MiB plus a "
+            r"worker baseline of about 288.00 MiB", line,
+        ), line
+        status = diffsweep("status", str(store))
+        assert "failed    1 blocks raised on every attempt: (0, 0)" in status.stdout
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

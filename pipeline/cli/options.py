@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.main import debug_option
+from pipeline.sweep.definition import WORKER_BASELINE_BYTES
 
 __all__ = ["debug_option", "memory_limit_option", "set_option", "store_argument", "sweep_argument"]
 
@@ -38,10 +39,24 @@ def _parse_bytes(_ctx: click.Context, _param: click.Parameter, value: str | int)
     return size
 
 
+def _parse_memory_limit(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
+    from dask.utils import format_bytes
+
+    size = _parse_bytes(ctx, param, value)
+    if size <= WORKER_BASELINE_BYTES:
+        raise click.BadParameter(
+            f"Expected more than the about {format_bytes(WORKER_BASELINE_BYTES)} a dask worker uses "
+            f"before any task. Got {value!r} instead."
+        )
+    return size
+
+
 memory_limit_option = click.option(
     "--memory-limit",
     default="2GiB",
     show_default=True,
-    callback=_parse_bytes,
-    help="Refuse a sweep whose tasks would each need more memory than this.",
+    callback=_parse_memory_limit,
+    help="Memory of one dask worker (it runs one task at a time). A task may use this less "
+    f"about {WORKER_BASELINE_BYTES // 2**20} MiB the worker needs itself: automatic blocks are "
+    "sized to fit, and a sweep whose single run (or explicit chunk) cannot fit is refused.",
 )

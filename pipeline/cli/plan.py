@@ -46,10 +46,12 @@ def plan(
     from dask.utils import format_bytes
 
     from pipeline.planning import plan as make_plan
-    from pipeline.sweep import load_sweep
+    from pipeline.sweep import WORKER_BASELINE_BYTES, load_sweep
 
-    sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
-    summary = make_plan(sweep, parallelism=workers).summary()
+    sweep = load_sweep(
+        sweep_file, memory_limit=memory_limit, overrides=overrides, worker_baseline=WORKER_BASELINE_BYTES
+    )
+    summary = make_plan(sweep, parallelism=workers, memory_limit=memory_limit).summary()
     if cluster is not None:
         from pipeline.cluster import job_script
 

@@ -108,14 +108,16 @@ def run(
     from pipeline.cluster import describe, open_client
     from pipeline.executors import DaskExecutor, Executor, InProcessExecutor
     from pipeline.store_probe import absolute_store_path, check_store_writable
-    from pipeline.sweep import load_sweep
+    from pipeline.sweep import WORKER_BASELINE_BYTES, load_sweep
 
     if verbose:
         logging.getLogger("pipeline").setLevel(logging.INFO)
     quiet = not (verbose or ctx.meta.get(DEBUG_KEY))
     if repair and not resume:
         raise click.UsageError("--repair goes with --resume (it repairs a store being completed)")
-    sweep = load_sweep(sweep_file, memory_limit=memory_limit, overrides=overrides)
+    sweep = load_sweep(
+        sweep_file, memory_limit=memory_limit, overrides=overrides, worker_baseline=WORKER_BASELINE_BYTES
+    )
     url = absolute_store_path(store)
     with _flag_wording():
         runner.preflight(url, resume=resume, overwrite=overwrite, storage_options=storage_options, sweep=sweep)
@@ -129,7 +131,8 @@ def run(
 
     def execute_with(executor: Executor) -> runner.RunSummary:
         plan = runner.plan_for_store(
-            sweep, url, parallelism=executor.parallelism, resume=resume, storage_options=storage_options
+            sweep, url, parallelism=executor.parallelism, resume=resume, storage_options=storage_options,
+            memory_limit=memory_limit,
         )
         log.info(
             "plan: %d runs in %d blocks of up to %d runs", plan.n_runs, plan.n_blocks,
@@ -178,6 +181,12 @@ def run(
         click.echo(f"Error: {stop.disk_full_line(error)}", err=True)
         ctx.exit(1)
     click.echo(summary.text())
+    failed = summary.failure_text()
+    if failed:  # the rest of the sweep is stored; exit 1 naming what is not
+        settings = [word for override in overrides for word in ("--set", override)]
+        command = shlex.join(["diffsweep", "run", sweep_file, "-o", store, *settings, "--resume"])
+        click.echo(f"Error: {failed.replace('resume=True', command)}", err=True)
+        click.get_current_context().exit(1)
 
 
 class _StopReport:

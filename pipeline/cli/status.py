@@ -27,6 +27,7 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     done, total = stores.completion(store, storage_options)
     history = stores.run_history(store, storage_options)
     problems = quick_check(store, storage_options)
+    failed = stores.failures(store, storage_options)
     versions = json.loads(attrs.get("versions", "{}"))
     info = {
         "store": store,
@@ -40,6 +41,7 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
         "host": attrs.get("host"),
         "versions": versions,
         "problems": problems,
+        "failed_blocks": {",".join(map(str, index)): error for index, error in failed.items()},
     }
     if problems:
         info["complete"] = False
@@ -54,6 +56,11 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     for number, entry in enumerate(history, 1):
         click.echo(f"{'runs' if number == 1 else '':<9} {number}. {_history_line(entry, format_time)}")
     click.echo("versions  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if failed:
+        first, error = next(iter(failed.items()))
+        blocks = ", ".join(str(index) for index in list(failed)[:8]) + (" ..." if len(failed) > 8 else "")
+        click.echo(f"failed    {len(failed)} blocks raised on every attempt: {blocks}; first error (block {first}): {error}")
+        click.echo("          their runs hold status -2; diffsweep run SWEEP -o STORE --resume retries them")
     if problems:
         shown = problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
         click.echo(f"Warning: a quick check found {len(problems)} problems:", err=True)

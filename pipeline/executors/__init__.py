@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from pipeline.compute import BlockSummary, Progress, Sink
+from pipeline.compute import BlockFailure, BlockSummary, Progress, Sink
 from pipeline.executors.dask import DaskExecutor
 from pipeline.executors.in_process import InProcessExecutor
 from pipeline.planning import Block, Plan
@@ -28,7 +28,10 @@ class Executor(Protocol):
         ...
 
     def execute(
-        self, plan: Plan, blocks: Iterable[Block], sink: Sink, *, progress: Progress | None = None
+        self, plan: Plan, blocks: Iterable[Block], sink: Sink, *, progress: Progress | None = None,
+        failed: list[BlockFailure] | None = None,
     ) -> list[BlockSummary]:
-        """Compute every block of ``blocks`` into ``sink``; one summary per block, in completion order."""
+        """Compute every block of ``blocks`` into ``sink``; one summary per computed block, in
+        completion order. A block that raises is tried once more; then it is appended to
+        ``failed`` and the others go on (without ``failed``, the error propagates)."""
         ...

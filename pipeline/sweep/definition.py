@@ -39,6 +39,7 @@ __all__ = [
     "PARTICLE_SCHEMES",
     "SCHEMES",
     "STEP_AXES",
+    "WORKER_BASELINE_BYTES",
     "Axis",
     "Criteria",
     "Model",
@@ -70,7 +71,12 @@ PARTICLE_DEFAULTS: dict[str, Any] = {"particles": 10_000, "confinement": 0.0}
 #: The two ways of giving the time step; a sweep has exactly one of them as an axis.
 STEP_AXES: tuple[str, ...] = ("step_size", "cfl")
 
-DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes per task
+DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes per worker (one task at a time)
+#: Resident memory of a dask worker process before a block's own arrays: Python, dask,
+#: xarray, zarr and diffsweep imported, numba's kernels loaded, the store open.
+#: benchmarks/worker_memory.py measured 62 MiB for a fresh worker and 202-262 MiB
+#: after one tiny block (FTCS 1-D/3-D 262 MiB, implicit schemes 203 MiB); rounded up.
+WORKER_BASELINE_BYTES = 288 * 2**20
 MAX_TEXT_BYTES = 2**20  # a sweep definition is a small, hand-written file
 MAX_AXIS_LENGTH = 10**6  # values along one axis
 MAX_RESULTS = 10**9  # points of the whole result grid (runs x checkpoints)

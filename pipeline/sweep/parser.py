@@ -86,6 +86,7 @@ def load_sweep(
     *,
     memory_limit: int | None = None,
     overrides: Sequence[str] = (),
+    worker_baseline: int = 0,
 ) -> Sweep:
     """Read and validate the sweep definition in the file ``path``.
 
@@ -95,8 +96,8 @@ def load_sweep(
         A YAML file of at most :data:`~pipeline.sweep.MAX_TEXT_BYTES` (1 MiB), or
         ``"-"`` for standard input.  Whatever the file is (regular file, pipe, device),
         at most one byte more than the limit is read.
-    memory_limit
-        Bytes one task may use; default :data:`~pipeline.sweep.DEFAULT_MEMORY_LIMIT`.
+    memory_limit, worker_baseline
+        As in :func:`parse_sweep`.
     overrides
         ``KEY=VALUE`` strings applied to the definition, as in :func:`parse_sweep`.
 
@@ -114,7 +115,9 @@ def load_sweep(
             f"Expected UTF-8 text. Got an undecodable byte at offset {error.start} instead.",
             source=source,
         ) from None
-    return parse_sweep(text, source=source, memory_limit=memory_limit, overrides=overrides)
+    return parse_sweep(
+        text, source=source, memory_limit=memory_limit, overrides=overrides, worker_baseline=worker_baseline
+    )
 
 
 def parse_sweep(
@@ -123,6 +126,7 @@ def parse_sweep(
     source: str = "<string>",
     memory_limit: int | None = None,
     overrides: Sequence[str] = (),
+    worker_baseline: int = 0,
 ) -> Sweep:
     """Validate the sweep definition ``text`` (YAML) and return it as a :class:`Sweep`.
 
@@ -133,9 +137,14 @@ def parse_sweep(
     source
         Name used in error messages (and kept as :attr:`Sweep.source`).
     memory_limit
-        Bytes one task may use; default :data:`~pipeline.sweep.DEFAULT_MEMORY_LIMIT`.
-        A run that alone needs more, or explicit ``chunks`` whose task needs more, is
-        refused.
+        Bytes one worker may use (it runs one task at a time); default
+        :data:`~pipeline.sweep.DEFAULT_MEMORY_LIMIT`. A run that alone needs more
+        than ``memory_limit - worker_baseline``, or explicit ``chunks`` whose task
+        does, is refused.
+    worker_baseline
+        Bytes the worker uses before any task (``diffsweep`` passes the measured
+        :data:`~pipeline.sweep.WORKER_BASELINE_BYTES`; default 0: the whole limit is
+        the task's).
     overrides
         ``KEY=VALUE`` strings (``model.cells=64``, ``sweep.coefficient=[0.1, 1]``),
         applied in order to the YAML tree before it is validated; see
@@ -175,6 +184,8 @@ def parse_sweep(
         memory_limit = DEFAULT_MEMORY_LIMIT
     if isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit <= 0:
         raise ValueError(f"memory_limit must be a positive number of bytes, not {memory_limit!r}")
+    if not 0 <= worker_baseline < memory_limit:
+        raise ValueError(f"worker_baseline must be at least 0 and below memory_limit, not {worker_baseline!r}")
     size = (
         len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_TEXT_BYTES else len(text)
     )
@@ -183,7 +194,7 @@ def parse_sweep(
     if isinstance(overrides, str):
         raise TypeError("overrides must be a sequence of 'KEY=VALUE' strings, not one string")
     parsed = tuple(parse_override(override) for override in overrides)
-    return _Parser(text, source, memory_limit, parsed).parse()
+    return _Parser(text, source, memory_limit, parsed, worker_baseline).parse()
 
 
 def _read_bounded(path: str | PathLike[str], source: str) -> bytes:
@@ -282,11 +293,18 @@ class _Parser:
     """One pass over the composed node tree of one sweep definition."""
 
     def __init__(
-        self, text: str, source: str, memory_limit: int, overrides: tuple[Override, ...] = ()
+        self,
+        text: str,
+        source: str,
+        memory_limit: int,
+        overrides: tuple[Override, ...] = (),
+        worker_baseline: int = 0,
     ) -> None:
         self.text = text
         self.source = source
-        self.memory_limit = memory_limit
+        #: bytes a task may use: the worker's limit less what the worker uses itself
+        self.memory_limit = memory_limit - worker_baseline
+        self.worker_baseline = worker_baseline
         self.overrides = overrides
         #: id of each node an override put into the tree -> the override's label
         self.override_labels: dict[int, str] = {}
@@ -595,6 +613,16 @@ class _Parser:
                     node,
                 )
 
+    def limit_text(self) -> str:
+        """The memory a task may use, in words (naming the worker's baseline when there is one)."""
+        if not self.worker_baseline:
+            return f"the memory limit of {_bytes(self.memory_limit)} per task"
+        return (
+            f"the {_bytes(self.memory_limit)} left to a task (a memory limit of "
+            f"{_bytes(self.memory_limit + self.worker_baseline)} less about "
+            f"{_bytes(self.worker_baseline)} a dask worker uses itself)"
+        )
+
     def check_memory(self, sweep: Sweep, top: Entries) -> None:
         per_run = sweep.memory_per_run()
         particle_bytes = sweep.particle_memory_per_run()
@@ -613,8 +641,7 @@ class _Parser:
             grid = f"{sweep.dims_max}-D grid of {sweep.cells_max} cells per dimension"
             raise self.fail(
                 f"One run on a {grid} needs about {_bytes(per_run)} "
-                f"(output.fields {sweep.output.fields!r}), more than the memory limit of "
-                f"{_bytes(self.memory_limit)} per task.",
+                f"(output.fields {sweep.output.fields!r}), more than {self.limit_text()}.",
                 path,
                 node,
             )
@@ -627,7 +654,7 @@ class _Parser:
             raise self.fail(
                 f"One task of {sweep.runs_per_task:,} runs ({shape}) needs about "
                 f"{_bytes(per_task)} ({_bytes(per_run)} per run), more than "
-                f"the memory limit of {_bytes(self.memory_limit)} per task; use smaller chunks.",
+                f"{self.limit_text()}; use smaller chunks.",
                 "chunks",
                 top["chunks"][0],
             )
