@@ -102,6 +102,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     blocks_total: int = 0
     blocks_done: int = 0
+    blocks_failed: int = 0
     chunks_checked: int = 0
     decoded: bool = True
 
@@ -122,8 +123,9 @@ class Report:
         """One line: the verdict and what was checked."""
         checked = "decoded" if self.decoded else "present (quick check: nothing decoded)"
         if self.ok:
+            failed = f" ({self.blocks_failed} recorded as failed)" if self.blocks_failed else ""
             return (
-                f"OK: {self.url}: {self.blocks_done} of {self.blocks_total} blocks recorded done, "
+                f"OK: {self.url}: {self.blocks_done} of {self.blocks_total} blocks recorded done{failed}, "
                 f"{self.chunks_checked} chunks {checked}; metadata and attributes match the definition"
             )
         bad = self.bad_blocks()
@@ -209,6 +211,7 @@ def verify(
         return report
     format_version = int(attrs.get("diffsweep_format", 1))
     report.blocks_done = int(np.count_nonzero(done == store.DONE))
+    report.blocks_failed = int(np.count_nonzero(done == store.FAILED))
     for block in plan.blocks():
         if done[block.index] != store.DONE:
             continue
