@@ -183,10 +183,8 @@ def run(
     click.echo(summary.text())
     failed = summary.failure_text()
     if failed:  # the rest of the sweep is stored; exit 1 naming what is not
-        settings = [word for override in overrides for word in ("--set", override)]
-        command = shlex.join(["diffsweep", "run", sweep_file, "-o", store, *settings, "--resume"])
-        click.echo(f"Error: {failed.replace('resume=True', command)}", err=True)
-        click.get_current_context().exit(1)
+        click.echo(f"Error: {failed.replace('resume=True', command.resuming())}", err=True)
+        ctx.exit(1)
 
 
 class _StopReport:
