@@ -400,7 +400,7 @@ def _run_sweep(
     if failed or store.failures(url, storage_options):  # flag them; forget those retried successfully
         store.record_failures(url, plan, failed, storage_options)
     summary = summarise(whole_store=len(finished) < plan.n_blocks)
-    outcome = f"finished, {len(failed)} blocks failed" if failed else "finished"
+    outcome = f"finished, {len(failed)} block{'s' if len(failed) != 1 else ''} failed" if failed else "finished"
     store.append_run_history(url, summary.history_entry(started_at, _now(), outcome), storage_options)
     return summary
 

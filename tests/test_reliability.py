@@ -498,10 +498,10 @@ def check_poison_block(sweeps, tmp_path: Path, *executor: str) -> None:
     obstacle.rmdir()
     resumed = diffsweep("run", str(sweeps["minimal"]), "-o", str(store), "--resume", "--no-progress", *executor)
     assert resumed.returncode == 0, resumed.stderr
-    assert "Computed 1 of 2 blocks (1 already stored" in resumed.stdout
+    assert re.search(r"Computed 1 of 2 blocks in .* \(1 were already stored\)", resumed.stdout), resumed.stdout
     xr.testing.assert_identical(values(store), values(sweeps["minimal-clean"]))
     assert np.asarray(zarr.open_group(store, mode="r")["_diffsweep/completed"][...]).tolist() == [[1, 1]]
-    assert "failed" not in diffsweep("status", str(store)).stdout
+    assert "raised on every attempt" not in diffsweep("status", str(store)).stdout
 
 
 def test_a_poison_block_is_retried_recorded_and_the_rest_completes(sweeps, tmp_path: Path) -> None:
@@ -569,8 +569,8 @@ def test_the_worker_baseline_is_what_a_worker_really_uses(tmp_path: Path) -> Non
 
 BIG_BLOCK = """\
 name: big
-description: one block of 64 runs (224 MiB estimated, 460 MiB used) on a worker with 500 MB
-model: {scheme: ftcs, dims: 2, cells: 256, boundary: periodic, initial: random}
+description: one block of 64 runs (350 MiB estimated, well over 500 MB used) on a worker with 500 MB
+model: {scheme: ftcs, dims: 2, cells: 320, boundary: periodic, initial: random}
 sweep:
   coefficient: {geomspace: [0.1, 1.0], num: 8}
   cfl: {linspace: [0.1, 0.2], num: 8}
@@ -616,7 +616,7 @@ def test_a_worker_killed_by_its_nanny_for_memory_is_reported_as_such(tmp_path: P
         assert re.search(
             r"Error: 1 of 1 blocks failed after 2 attempts: \(0, 0\); first error \(block \(0, 0\)\): "
             r"the dask nanny restarted its worker for memory [12] times in 2 attempts \(it used [\d.]+ MiB, over 95% "
-            r"of the worker memory limit 476.84 MiB\); this block of 64 runs was estimated at 224.01 MiB plus a "
+            r"of the worker memory limit 476.84 MiB\); this block of 64 runs was estimated at 350.01 MiB plus a "
             r"worker baseline of about 288.00 MiB", line,
         ), line
         status = diffsweep("status", str(store))
