@@ -129,12 +129,31 @@ class ComputationError(Exception):
     """A failure during computation that diffsweep explains in one line (exit status 1)."""
 
 
-class SchedulerLostError(ComputationError, ConnectionError):
-    """The connection to the dask scheduler was lost while blocks were computing.
+class ClusterLostError(ArgumentNaming, ComputationError, ConnectionError):
+    """The cluster went away while blocks were computing (exit status 1).
 
     Blocks already written are recorded in the store; the rest can be computed later
     (``diffsweep run ... --resume``).
+
+    Parameters
+    ----------
+    message
+        What was lost, naming the scheduler; arguments are named in backticks.
+    arguments
+        The argument names the message mentions, for :meth:`naming`.
     """
+
+    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.arguments = arguments
+
+
+class SchedulerLostError(ClusterLostError):
+    """The connection to the dask scheduler was lost while blocks were computing."""
+
+
+class WorkersLostError(ClusterLostError):
+    """The dask scheduler lost every worker (or the data they held) while blocks were computing."""
 
 
 class MapError(DiffsweepError):

@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import StoreError, first_line
@@ -91,6 +92,8 @@ def check_store_writable(
         raise StoreError(
             f"cannot check the store {store}: no worker ran the write probe within {timeout:g} s"
         ) from None
+    except CancelledError:
+        raise  # the probe never ran (the workers or the scheduler went away): not the store
     except Exception as error:  # e.g. the probe could not even be unpickled there
         probe, failure = None, f"{type(error).__name__}: {first_line(error)}"
     if probe is None:
@@ -108,6 +111,8 @@ def check_store_writable(
     )
     try:
         removal.result(timeout=timeout)
+    except CancelledError:
+        raise
     except Exception as error:
         logger.warning("could not remove the write probe %s: %s", probe, first_line(error))
     if shared and seen != token.encode():

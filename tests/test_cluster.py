@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import os
+import time
 from pathlib import Path
 
 import click
@@ -98,7 +99,9 @@ def test_plan_names_the_flag_when_the_batch_configuration_is_incomplete() -> Non
     from pipeline.cli.main import cli
 
     with dask.config.set({"jobqueue.pbs.cores": None, "jobqueue.pbs.memory": None}):
-        result = CliRunner().invoke(cli, ["plan", str(ROOT / "sweeps" / "ftcs-1d-stability.yaml"), "--cluster", "pbs"])
+        result = CliRunner().invoke(
+            cli, ["plan", str(ROOT / "sweeps" / "ftcs-1d-stability.yaml"), "--cluster", "pbs"]
+        )
     assert result.exit_code == 2, result.output
     assert "Error: --cluster pbs: You must specify" in result.output
     assert "`" not in result.output.splitlines()[-1]
@@ -205,7 +208,9 @@ def test_cli_echoes_the_insecure_warning_to_stderr(monkeypatch: pytest.MonkeyPat
         raise OSError("not connecting in this test")
 
     monkeypatch.setattr(connect, "_identify", refuse)
-    result = CliRunner().invoke(_command_with_cluster_options(), ["--scheduler", "tcp://10.9.8.7:8786"])
+    result = CliRunner().invoke(
+        _command_with_cluster_options(), ["--scheduler", "tcp://10.9.8.7:8786"]
+    )
     assert seen == ["tcp://10.9.8.7:8786"]
     assert "Warning: connecting to tcp://10.9.8.7:8786 over plain tcp://" in result.output
     assert isinstance(result.exception, ClusterError)
@@ -215,7 +220,9 @@ def test_cli_echoes_the_insecure_warning_to_stderr(monkeypatch: pytest.MonkeyPat
 def test_security_from_the_tls_files(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path)
     spec = ClusterSpec(
-        tls_ca_file=str(files["ca"]), tls_cert=str(files["client"]), tls_key=str(files["client-key"])
+        tls_ca_file=str(files["ca"]),
+        tls_cert=str(files["client"]),
+        tls_key=str(files["client-key"]),
     )
     security = spec.security()
     assert security is not None and security.require_encryption
@@ -244,7 +251,7 @@ def test_security_from_dask_config(tmp_path: Path) -> None:
 
 def test_read_scheduler_file(tmp_path: Path) -> None:
     path = tmp_path / "scheduler.json"
-    with pytest.raises(ClusterError, match="`scheduler_file` .*: no such file"):
+    with pytest.raises(ClusterError, match=r"`scheduler_file` .*: no such file"):
         read_scheduler_file(path)
     path.write_text("{not json")
     with pytest.raises(ClusterError, match="cannot read it"):
@@ -262,10 +269,20 @@ def test_cli_names_the_flag_of_a_missing_scheduler_file(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text((ROOT / "sweeps" / "ftcs-1d-stability.yaml").read_text())
     missing = tmp_path / "gone.json"
     result = CliRunner().invoke(
-        cli, ["run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "x.zarr"), "--scheduler-file", str(missing)]
+        cli,
+        [
+            "run",
+            str(tmp_path / "s.yaml"),
+            "-o",
+            str(tmp_path / "x.zarr"),
+            "--scheduler-file",
+            str(missing),
+        ],
     )
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines()[-1] == f"Error: --scheduler-file {missing}: no such file"
+    assert (
+        result.output.strip().splitlines()[-1] == f"Error: --scheduler-file {missing}: no such file"
+    )
     assert not (tmp_path / "x.zarr").exists()
 
 
@@ -348,7 +365,9 @@ def _command_with_cluster_options() -> click.Command:
         click.echo(f"spec={dataclasses.asdict(cluster)}")
         click.echo(f"storage={storage_options}")
         if connect:
-            with open_client(cluster, warn=lambda m: click.echo(f"Warning: {m}", err=True)) as client:
+            with open_client(
+                cluster, warn=lambda m: click.echo(f"Warning: {m}", err=True)
+            ) as client:
                 click.echo(describe(client))
 
     return command
@@ -356,7 +375,14 @@ def _command_with_cluster_options() -> click.Command:
 
 def test_every_flag_fills_its_field_of_the_spec(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path)
-    tls = ["--tls-ca-file", str(files["ca"]), "--tls-cert", str(files["client"]), "--tls-key", str(files["client-key"])]
+    tls = [
+        "--tls-ca-file",
+        str(files["ca"]),
+        "--tls-cert",
+        str(files["client"]),
+        "--tls-key",
+        str(files["client-key"]),
+    ]
     cases = [
         (["--scheduler", "tls://10.1.2.3:8786", *tls, "--connect-timeout", "30s", "--worker-timeout", "2m"],
          {"scheduler": "tls://10.1.2.3:8786", "tls_ca_file": str(files["ca"]),
@@ -434,3 +460,48 @@ def test_storage_options_reach_the_command() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "storage={'anon': True, 'a': {'b': 2}}" in result.output
+
+
+def test_a_probe_that_never_ran_is_not_blamed_on_the_store(tmp_path: Path) -> None:
+    """Workers gone (or the scheduler lost) while the probe waits: its future is cancelled.
+    That is the cluster's news, for open_client to report, not "cannot write the store"."""
+    import threading
+    from concurrent.futures import CancelledError
+
+    from distributed import Future
+
+    with open_client(ClusterSpec(workers=1, processes=False)) as client:
+        client.retire_workers(list(client.scheduler_info()["workers"]))
+        outcome: list[BaseException] = []
+
+        def probe() -> None:
+            try:
+                check_store_writable(client, str(tmp_path / "x.zarr"))
+            except BaseException as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not client.futures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.cancel([Future(key, client) for key in list(client.futures)], reason="no workers")
+        thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], CancelledError), outcome
+    assert not isinstance(outcome[0], StoreError)
+
+
+def test_no_worker_for_the_worker_timeout_mid_run_cancels_the_wait() -> None:
+    """A task waiting for a worker that never comes is given up after ``worker_timeout``."""
+    from pipeline.errors import WorkersLostError
+
+    start = None
+    with pytest.raises(WorkersLostError) as caught:
+        with open_client(ClusterSpec(workers=1, processes=False, worker_timeout=2)) as client:
+            client.retire_workers(list(client.scheduler_info()["workers"]))
+            start = time.monotonic()
+            client.submit(sum, [1, 2]).result(timeout=30)  # no worker to run it: waits
+    assert start is not None
+    assert 2 <= time.monotonic() - start < 2 + 5
+    assert "lost all its workers: none came back within 2 s (`worker_timeout`)" in str(caught.value)
+    assert isinstance(caught.value, ConnectionError)

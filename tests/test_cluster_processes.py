@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -111,8 +112,11 @@ def _dask(*args: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def start_dask(directory: Path, *, workers: int = 2, tls: bool = False) -> DaskProcesses:
-    """Start `dask scheduler` and ``workers`` `dask worker --nanny` processes on 127.0.0.1."""
+def start_dask(
+    directory: Path, *, workers: int = 2, tls: bool = False, nanny: bool = True
+) -> DaskProcesses:
+    """Start `dask scheduler` (dashboard on 127.0.0.1) and ``workers`` `dask worker`
+    processes (``--nanny`` unless told otherwise) on 127.0.0.1."""
     directory.mkdir(parents=True, exist_ok=True)
     scheduler_file = directory / "scheduler.json"
     files = make_tls_files(directory / "certs") if tls else None
@@ -123,7 +127,6 @@ def start_dask(directory: Path, *, workers: int = 2, tls: bool = False) -> DaskP
         "--port", "0",
         "--protocol", "tls" if tls else "tcp",
         "--scheduler-file", str(scheduler_file),
-        "--no-dashboard",
         "--dashboard-address", "127.0.0.1:0",
         *tls_args("scheduler"),
     ]  # fmt: skip
@@ -141,7 +144,7 @@ def start_dask(directory: Path, *, workers: int = 2, tls: bool = False) -> DaskP
         for index in range(workers):
             worker_args = [
                 "worker", address,
-                "--nanny",
+                "--nanny" if nanny else "--no-nanny",
                 "--name", f"worker-{index}",
                 "--nthreads", "1",
                 "--host", "127.0.0.1",
@@ -154,8 +157,9 @@ def start_dask(directory: Path, *, workers: int = 2, tls: bool = False) -> DaskP
             ]  # fmt: skip
             processes.append(_dask(*worker_args, log=directory / f"worker-{index}.log"))
         cluster = DaskProcesses(address, scheduler_file, directory, processes, files)
-        with open_client(cluster.spec(connect_timeout=30)) as client:
-            client.wait_for_workers(workers, timeout=90)
+        if workers:
+            with open_client(cluster.spec(connect_timeout=30, worker_timeout=90)) as client:
+                client.wait_for_workers(workers, timeout=90)
     except BaseException:
         for process in processes:
             process.kill()
@@ -252,31 +256,6 @@ def test_unreachable_scheduler_is_a_cluster_error_within_the_timeout() -> None:
             with open_client(ClusterSpec(scheduler=address, connect_timeout=2)):
                 pass
     assert time.monotonic() - start < 10
-
-
-def test_something_that_is_not_a_scheduler_is_a_cluster_error() -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        server.settimeout(10)
-        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
-        import threading
-
-        def answer_nonsense() -> None:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            with connection:
-                connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 64)
-                time.sleep(1)
-
-        thread = threading.Thread(target=answer_nonsense, daemon=True)
-        thread.start()
-        with pytest.raises(ClusterError, match=address):
-            with open_client(ClusterSpec(scheduler=address, connect_timeout=2)):
-                pass
-        thread.join(5)
 
 
 def test_cli_unreachable_scheduler_exits_2_with_one_line(
@@ -426,12 +405,26 @@ def test_cli_refuses_unwritable_store_before_computing(
     assert not (blocker.parent / "x.zarr").exists()
 
 
-def test_sigkill_a_worker_while_blocks_run(tcp_cluster: DaskProcesses, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def long_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("long") / "long.yaml"
+    path.write_text(LONG_SWEEP)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_reference(long_sweep: Path) -> Path:
+    """LONG_SWEEP computed without interruption on a local cluster."""
+    store = long_sweep.parent / "reference.zarr"
+    _run(str(long_sweep), "-o", str(store), "--workers", "2")
+    return store
+
+
+def test_sigkill_a_worker_while_blocks_run(
+    tcp_cluster: DaskProcesses, long_sweep: Path, long_reference: Path, tmp_path: Path
+) -> None:
     """Lose a worker mid-block: the scheduler reruns its block elsewhere; same store."""
-    sweep = tmp_path / "long.yaml"
-    sweep.write_text(LONG_SWEEP)
-    reference, store = tmp_path / "reference.zarr", tmp_path / "killed.zarr"
-    _run(str(sweep), "-o", str(reference), "--workers", "2")
+    sweep, reference, store = long_sweep, long_reference, tmp_path / "killed.zarr"
 
     with open_client(ClusterSpec(scheduler=tcp_cluster.address)) as watcher:
         worker_pids = watcher.run(os.getpid)  # worker address -> pid (the nanny's child)
@@ -441,15 +434,7 @@ def test_sigkill_a_worker_while_blocks_run(tcp_cluster: DaskProcesses, tmp_path:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            victim = None
-            deadline = time.monotonic() + 120
-            while victim is None and time.monotonic() < deadline and run.poll() is None:
-                busy = {w: keys for w, keys in watcher.processing().items() if keys}
-                if busy:
-                    victim = next(iter(busy))
-                    break
-                time.sleep(0.05)
-            assert victim is not None, "no block was ever seen running"
+            victim = _busy_worker(watcher, run)
             os.kill(worker_pids[victim], signal.SIGKILL)
             _stdout, stderr = run.communicate(timeout=240)
         finally:
@@ -463,3 +448,380 @@ def test_sigkill_a_worker_while_blocks_run(tcp_cluster: DaskProcesses, tmp_path:
     log = (tcp_cluster.directory / "scheduler.log").read_text()
     assert any("Remove worker" in line and victim in line for line in log.splitlines()), log
     _assert_same_results(store, reference)
+
+
+def _busy_worker(watcher, run: subprocess.Popen[str], within: float = 120) -> str:
+    """The address of a worker running a block of ``run`` (not the store probe), as soon
+    as one does."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and run.poll() is None:
+        processing = watcher.processing().items()
+        busy = [worker for worker, keys in processing if any("-block-" in str(k) for k in keys)]
+        if busy:
+            return busy[0]
+        time.sleep(0.05)
+    _stdout, stderr = run.communicate(timeout=60) if run.poll() is not None else ("", "")
+    raise AssertionError(f"no block was ever seen running; run exited {run.returncode}: {stderr}")
+
+
+# --------------------------------------------------------------------------- bounded waits
+
+
+class NotDask:
+    """A real TCP listener on 127.0.0.1 that is not a dask scheduler.
+
+    It accepts every connection and keeps it open; with ``reply`` it writes those bytes
+    first (garbage to a dask client), without it it says nothing at all.
+    """
+
+    def __init__(self, reply: bytes | None = None) -> None:
+        import threading
+
+        self.reply = reply
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            self.connections.append(connection)
+            if self.reply is not None:
+                try:
+                    connection.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[NotDask]:
+    listener = NotDask()
+    yield listener
+    listener.close()
+
+
+#: what a web server answers to dask's first frame: an HTTP error, read by dask as lengths
+GARBAGE = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 64
+
+
+def _timed_diffsweep(
+    *args: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    result = diffsweep(*args, timeout=timeout)
+    return result, time.monotonic() - start
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_a_silent_listener_is_refused_after_exactly_the_connect_timeout(
+    silent_listener: NotDask,
+) -> None:
+    """distributed's Client alone waits forever here (its handshake read has no timeout)."""
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as caught:
+        with open_client(ClusterSpec(scheduler=silent_listener.address)):
+            pass
+    elapsed = time.monotonic() - start
+    # the default, 10 s, promised by the README (+ slack for a busy machine's scheduling)
+    assert 10 <= elapsed < 10 + 3, elapsed
+    assert str(caught.value) == (
+        f"{silent_listener.address} accepted the connection but did not answer as a dask "
+        "scheduler within 10 s (a stale scheduler file, or another service on that port?)"
+    )
+    assert isinstance(caught.value, ConnectionError)
+
+
+def test_garbage_from_a_listener_is_refused_at_once() -> None:
+    listener = NotDask(GARBAGE)
+    try:
+        start = time.monotonic()
+        with pytest.raises(
+            ClusterError, match=f"{listener.address} did not answer as a dask scheduler"
+        ):
+            with open_client(ClusterSpec(scheduler=listener.address)):
+                pass
+        assert time.monotonic() - start < 5
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("reply", [None, GARBAGE], ids=["silent", "garbage"])
+def test_cli_refuses_a_listener_that_is_not_dask_in_one_line_within_10_s(
+    reply: bytes | None, minimal_sweep: Path, tmp_path: Path
+) -> None:
+    listener = NotDask(reply)
+    try:
+        store = tmp_path / "x.zarr"
+        result, elapsed = _timed_diffsweep(
+            "run", str(minimal_sweep), "-o", str(store), "--scheduler", listener.address
+        )
+    finally:
+        listener.close()
+    assert result.returncode == 2, result.stderr
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr  # no "Exception ignored in Client.__del__"
+    assert lines[0].startswith(f"Error: {listener.address} ")
+    assert "as a dask scheduler" in lines[0]
+    assert not store.exists()
+    # 10 s of waiting at most, plus starting Python and importing dask on a busy machine
+    assert elapsed < 10 + 20, elapsed
+    if reply is None:
+        assert elapsed >= 10, elapsed
+        assert lines[0].endswith(
+            "within 10 s (a stale scheduler file, or another service on that port?)"
+        )
+
+
+def test_ctrl_c_while_connecting_exits_at_once(
+    silent_listener: NotDask, minimal_sweep: Path, tmp_path: Path
+) -> None:
+    run = subprocess.Popen(
+        ["diffsweep", "run", str(minimal_sweep), "-o", str(tmp_path / "x.zarr"),
+         "--scheduler", silent_listener.address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not silent_listener.connections and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the client is inside the handshake
+        assert silent_listener.connections, "diffsweep never connected"
+        interrupted = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        _stdout, stderr = run.communicate(timeout=30)
+        elapsed = time.monotonic() - interrupted
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 130, stderr
+    assert _error_lines(stderr) == ["Interrupted."], stderr
+    assert elapsed < 8, elapsed  # distributed alone lingered ~20 s here
+
+
+@pytest.fixture
+def lonely_scheduler(tmp_path: Path) -> Iterator[DaskProcesses]:
+    """A real `dask scheduler` with no workers."""
+    cluster = start_dask(tmp_path / "lonely", workers=0)
+    yield cluster
+    cluster.stop()
+
+
+def test_a_scheduler_without_workers_is_given_up_after_the_worker_timeout(
+    lonely_scheduler: DaskProcesses, minimal_sweep: Path, tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as caught:
+        with open_client(ClusterSpec(scheduler=lonely_scheduler.address, worker_timeout=2)):
+            pass
+    elapsed = time.monotonic() - start
+    assert 2 <= elapsed < 2 + 3, elapsed
+    assert "has no workers: none joined within 2 s (`worker_timeout`)" in str(caught.value)
+
+    store = tmp_path / "x.zarr"
+    result, elapsed = _timed_diffsweep(
+        "run", str(minimal_sweep), "-o", str(store),
+        "--scheduler-file", str(lonely_scheduler.scheduler_file), "--worker-timeout", "3",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    address = lonely_scheduler.address
+    assert _error_lines(result.stderr) == [
+        f"Error: the dask scheduler {address} has no workers: none joined within 3 s "
+        f"(--worker-timeout); start some with `dask worker {address}`"
+    ]
+    assert 3 <= elapsed < 3 + 20, elapsed
+    assert not store.exists()
+
+
+def test_a_worker_that_joins_in_time_is_waited_for(
+    lonely_scheduler: DaskProcesses, minimal_sweep: Path, local_reference: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "late.zarr"
+    run = subprocess.Popen(
+        ["diffsweep", "run", str(minimal_sweep), "-o", str(store), "--no-progress",
+         "--scheduler", lonely_scheduler.address, "--worker-timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_another_client(lonely_scheduler.address, run)
+        time.sleep(1)  # diffsweep is connected and waiting for a worker
+        assert run.poll() is None, run.communicate()
+        lonely_scheduler.processes.append(
+            _dask(
+                "worker", lonely_scheduler.address, "--nthreads", "1", "--host", "127.0.0.1",
+                "--no-dashboard", "--local-directory", str(tmp_path / "late-worker"),
+                log=tmp_path / "late-worker.log",
+            )
+        )  # fmt: skip
+        _stdout, stderr = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stderr
+    _assert_same_results(store, local_reference)
+
+
+def _wait_for_another_client(address: str, run: subprocess.Popen[str], within: float = 120) -> None:
+    """Return once a client other than this test's own is connected to the scheduler."""
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as watcher:
+        before = watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients))
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and run.poll() is None:
+            now = watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients))
+            if now > before:
+                return
+            time.sleep(0.1)
+    raise AssertionError("diffsweep never connected to the scheduler")
+
+
+def test_losing_every_worker_mid_run_exits_1_with_the_resume_command(
+    long_sweep: Path, long_reference: Path, tmp_path: Path
+) -> None:
+    """The only worker (no nanny) is killed mid-block: with it goes the scattered plan, so
+    the scheduler drops every block at once; one line says so, and how to finish."""
+    cluster = start_dask(tmp_path / "one-worker", workers=1, nanny=False)
+    store = tmp_path / "orphaned.zarr"
+    try:
+        with open_client(cluster.spec()) as watcher:
+            (worker_pid,) = watcher.run(os.getpid).values()
+            run = subprocess.Popen(
+                ["diffsweep", "run", str(long_sweep), "-o", str(store), "--no-progress",
+                 "--scheduler", cluster.address],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                _busy_worker(watcher, run)
+                os.kill(worker_pid, signal.SIGKILL)
+                killed = time.monotonic()
+                _stdout, stderr = run.communicate(timeout=120)
+                elapsed = time.monotonic() - killed
+            finally:
+                if run.poll() is None:
+                    run.kill()
+                    run.communicate()
+    finally:
+        cluster.stop()
+    assert run.returncode == 1, stderr
+    lines = _error_lines(stderr)
+    assert lines[0].startswith(f"dask scheduler {cluster.address}: 1 worker"), stderr
+    assert len(lines) == 2, stderr
+    resume = f"diffsweep run {long_sweep} -o {store} --resume"
+    assert lines[1].startswith(
+        f"Error: the dask scheduler {cluster.address} lost all its workers while blocks were "
+        "computing ("
+    ), stderr
+    assert lines[1].endswith(f"; blocks already written are kept; finish with: {resume}")
+    assert elapsed < 10, elapsed
+
+    finish = diffsweep(*shlex.split(resume)[1:], "--workers", "1", "--no-progress", timeout=240)
+    assert finish.returncode == 0, finish.stderr
+    _assert_same_results(store, long_reference)
+
+
+def test_a_scheduler_killed_mid_run_exits_1_with_the_resume_command(
+    long_sweep: Path, long_reference: Path, tmp_path: Path
+) -> None:
+    cluster = start_dask(tmp_path / "doomed", workers=1)
+    store = tmp_path / "interrupted.zarr"
+    try:
+        with open_client(cluster.spec()) as watcher:
+            run = subprocess.Popen(
+                ["diffsweep", "run", str(long_sweep), "-o", str(store), "--no-progress",
+                 "--scheduler-file", str(cluster.scheduler_file)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                _busy_worker(watcher, run)
+            except BaseException:
+                run.kill()
+                run.communicate()
+                raise
+        cluster.processes[0].kill()  # the scheduler, SIGKILL: no goodbye to anyone
+        killed = time.monotonic()
+        try:
+            _stdout, stderr = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        elapsed = time.monotonic() - killed
+    finally:
+        cluster.stop()
+    assert run.returncode == 1, stderr
+    lines = _error_lines(stderr)
+    assert lines[0].startswith(f"dask scheduler {cluster.address}: 1 worker"), stderr
+    assert len(lines) == 2, stderr  # no tracebacks from distributed's reconnection attempts
+    resume = f"diffsweep run {long_sweep} -o {store} --resume"
+    assert lines[1].startswith(
+        f"Error: lost the connection to the dask scheduler {cluster.address} ("
+    )
+    assert lines[1].endswith(f"; blocks already written are kept; finish with: {resume}")
+    assert elapsed < 10 + 5, elapsed  # at most the connect timeout of trying to reconnect
+
+    # the printed command finishes the job, here on a local cluster: same values as a clean run
+    finish = diffsweep(*shlex.split(resume)[1:], "--workers", "1", "--no-progress", timeout=240)
+    assert finish.returncode == 0, finish.stderr
+    _assert_same_results(store, long_reference)
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def _http_status(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return int(response.status)
+
+
+def test_run_prints_a_local_dashboard_that_answers(long_sweep: Path, tmp_path: Path) -> None:
+    """bokeh is a dependency: the local cluster serves its dashboard on 127.0.0.1."""
+    import re
+
+    run = subprocess.Popen(
+        ["diffsweep", "run", str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
+         "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stderr is not None
+        first = run.stderr.readline()
+        match = re.search(r", dashboard (http://127\.0\.0\.1:\d+/status)$", first.strip())
+        assert match, first
+        assert _http_status(match.group(1)) == 200  # while the run is still going
+        _stdout, rest = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, rest
+
+
+def test_run_prints_a_remote_dashboard_that_answers(
+    tcp_cluster: DaskProcesses, minimal_sweep: Path, tmp_path: Path
+) -> None:
+    import re
+
+    result = _run(
+        str(minimal_sweep), "-o", str(tmp_path / "x.zarr"), "--scheduler", tcp_cluster.address
+    )
+    first = result.stderr.splitlines()[0]
+    match = re.search(r", dashboard (http://127\.0\.0\.1:\d+/status)$", first)
+    assert match, first
+    assert _http_status(match.group(1)) == 200

@@ -15,7 +15,7 @@ from pipeline.cli.cluster_options import cluster_options, echo_warning
 from pipeline.cli.main import DEBUG_KEY
 from pipeline.cli.options import debug_option, memory_limit_option, set_option, sweep_argument
 from pipeline.cli.progress import DEFAULT_INTERVAL, RunProgress, choose_mode
-from pipeline.errors import SchedulerLostError
+from pipeline.errors import ClusterLostError
 
 if TYPE_CHECKING:
     from pipeline.cli.interruptions import RunCommand  # imports distributed: only when run runs
@@ -170,8 +170,9 @@ def run(
                         finally:
                             if quiet:  # what dask says while its cluster closes is not for the user
                                 interruptions.silence_cluster_logs()
-                except SchedulerLostError as error:
-                    raise SchedulerLostError(f"{error}; {stop.lost_hint()}") from error
+                except ClusterLostError as error:
+                    hint = stop.lost_hint()
+                    raise type(error)(f"{error}; {hint}", arguments=error.arguments) from error
     except KeyboardInterrupt:
         click.echo(stop.interrupted_line(), err=True)
         ctx.exit(130)

@@ -7,13 +7,20 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster.connect import Warn, connect, read_scheduler_file
 from pipeline.cluster.jobqueue import jobqueue_cluster
 from pipeline.cluster.spec import ClusterSpec
-from pipeline.errors import ClusterError, DiffsweepError, SchedulerLostError, first_line
+from pipeline.errors import (
+    ClusterError,
+    DiffsweepError,
+    SchedulerLostError,
+    WorkersLostError,
+    first_line,
+)
 
 if TYPE_CHECKING:
     import distributed
@@ -50,16 +57,23 @@ def open_client(
     ------
     ClusterError
         If the scheduler cannot be reached or is not a dask scheduler within
-        ``spec.connect_timeout``, or it has no worker for ``spec.worker_wait`` seconds
-        (at the start, or later while the body of the ``with`` block waits on it).
+        ``spec.connect_timeout``, or no worker joins it within ``spec.worker_wait``.
     ClusterConfigError
         If a dask-jobqueue cluster cannot be configured.
     SchedulerLostError
         If the connection to the scheduler is lost inside the ``with`` block.
+    WorkersLostError
+        If, inside the ``with`` block, the scheduler has had no worker for
+        ``spec.worker_wait`` seconds (the client's futures are cancelled then), or it
+        cancelled the tasks itself because the workers holding their inputs are gone.
     """
     spec = spec or ClusterSpec()
     warn = warn or _default_warn
     with ExitStack() as stack:
+        # first in, last out: also quiet while the client closes after losing its scheduler
+        quiet, client_log = _ReconnectNoise(), logging.getLogger("distributed.client")
+        client_log.addFilter(quiet)
+        stack.callback(client_log.removeFilter, quiet)
         client = _start_client(stack, spec, warn)
         stack.callback(client.close)
         wait = spec.worker_wait
@@ -68,22 +82,19 @@ def open_client(
             _wait_for_a_worker(client, address, wait)
         elif spec.cluster:
             logger.warning(
-                "waiting for the batch system to start a worker job; "
-                "the wait is not limited (worker_timeout bounds it)"
+                "waiting for the batch system to start a worker job; the wait is not "
+                "limited unless a worker timeout is given"
             )
         watchdog = _WorkerWatchdog(client, wait) if wait is not None else None
         if watchdog is not None:
             stack.callback(watchdog.stop)
-        quiet = _ReconnectNoise()
-        logging.getLogger("distributed.client").addFilter(quiet)
-        stack.callback(logging.getLogger("distributed.client").removeFilter, quiet)
         try:
             yield client
         except (DiffsweepError, KeyboardInterrupt):
             raise
         except Exception as error:
             if watchdog is not None and watchdog.fired:
-                raise ClusterError(
+                raise WorkersLostError(
                     _no_workers_message(address, wait, during_run=True),
                     arguments=("worker_timeout",),
                 ) from None
@@ -91,6 +102,14 @@ def open_client(
                 raise SchedulerLostError(
                     f"lost the connection to the dask scheduler {address} "
                     f"({type(error).__name__}: {first_line(error)})"
+                ) from error
+            if isinstance(error, CancelledError):
+                # Not cancelled by us: the scheduler dropped the tasks, as it does when
+                # the workers holding their inputs (scattered data) are all gone.
+                left = "lost all its workers" if not _workers(client) else "cancelled the tasks"
+                raise WorkersLostError(
+                    f"the dask scheduler {address} {left} while blocks were computing "
+                    f"({first_line(error)})"
                 ) from error
             raise
 
@@ -162,6 +181,14 @@ def _wait_for_a_worker(client: distributed.Client, address: str, seconds: float)
             _no_workers_message(address, seconds, during_run=False),
             arguments=("worker_timeout",),
         ) from None
+
+
+def _workers(client: distributed.Client) -> int:
+    """How many workers the scheduler has now (``-1`` if it cannot say)."""
+    try:
+        return len(client.nthreads())
+    except Exception:
+        return -1
 
 
 def _connection_lost(client: distributed.Client) -> bool:
