@@ -772,7 +772,8 @@ def test_a_scheduler_killed_mid_run_exits_1_with_the_resume_command(
         f"Error: lost the connection to the dask scheduler {cluster.address} ("
     )
     assert lines[1].endswith(f"; blocks already written are kept; finish with: {resume}")
-    assert elapsed < 10 + 5, elapsed  # at most the connect timeout of trying to reconnect
+    # not the 10 s distributed spends trying to reconnect before it gives up (measured 1.1 s)
+    assert elapsed < 8, elapsed
 
     # the printed command finishes the job, here on a local cluster: same values as a clean run
     finish = diffsweep(*shlex.split(resume)[1:], "--workers", "1", "--no-progress", timeout=240)
