@@ -8,9 +8,11 @@ before anything runs. It says, for the whole store:
 * the coordinates: every axis (string axes as object arrays), the derived ``cfl`` (or
   ``step_size`` when the sweep is given in CFL numbers), ``time = steps * step_size``,
   and the cell centres of stored fields (unless ``length`` is swept, which moves them);
-  with their dimensions and attributes;
+  with their dimensions and attributes (UDUNITS ``units`` in the sweep's
+  :class:`~pipeline.sweep.Units`, by :func:`coordinate_attributes`);
 * every variable: its dimensions, shape, zarr chunks, dtype, fill value, encoding and
-  attributes.
+  attributes; integer variables (``status``) carry their fill value ``-1`` as the CF
+  ``_FillValue``, so plain xarray masks runs not computed yet.
 
 The store's template (:func:`pipeline.store.template`), the Dataset of each computed
 block (:meth:`ResultLayout.block_dataset`) and the writer's regions
@@ -57,7 +59,7 @@ import xarray as xr
 
 from pipeline.diagnostics import ATTRIBUTES, FAILED, MEASURES, NOT_COMPUTED, STATUS_NAMES
 from pipeline.particle_diagnostics import PARTICLE_ATTRIBUTES, PARTICLE_MEASURES
-from pipeline.sweep import RunModel, Sweep
+from pipeline.sweep import RunModel, Sweep, Units
 
 if TYPE_CHECKING:
     from pipeline.planning import Block, Plan
@@ -69,36 +71,65 @@ __all__ = [
     "ResultLayout",
     "VariableLayout",
     "cfl_number",
+    "coordinate_attributes",
     "step_size_from_cfl",
 ]
 
 #: dimensions of a stored field, in order; a d-dimensional run uses the first d
 SPATIAL_DIMS = ("x", "y", "z")
 
-COORDINATE_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "coefficient": {"long_name": "diffusion coefficient D", "units": "length^2 / time"},
-    "step_size": {"long_name": "time step", "units": "time"},
-    "cfl": {"long_name": "CFL number r = D dt / dx^2", "units": "1"},
-    "steps": {"long_name": "number of time steps", "units": "1"},
-    "time": {"long_name": "simulated time = steps * step_size", "units": "time"},
-    "scheme": {"long_name": "time-stepping scheme", "units": "1"},
-    "dims": {"long_name": "number of spatial dimensions", "units": "1"},
-    "cells": {"long_name": "cells per dimension", "units": "1"},
-    "length": {"long_name": "edge length of the domain", "units": "length"},
-    "boundary": {"long_name": "boundary condition", "units": "1"},
-    "initial": {"long_name": "initial condition", "units": "1"},
-    "seed": {"long_name": "random seed of the initial condition and of the particles", "units": "1"},
-    "particles": {"long_name": "particles per run", "units": "1"},
-    "confinement": {"long_name": "harmonic confinement k of langevin, V = k/2 |x - x0|^2", "units": "1 / time"},
-    "x": {"long_name": "cell centre, first dimension", "units": "length"},
-    "y": {"long_name": "cell centre, second dimension", "units": "length"},
-    "z": {"long_name": "cell centre, third dimension", "units": "length"},
+#: long name of every coordinate, and its dimension as powers of (length, time)
+_COORDINATES: dict[str, tuple[str, tuple[int, int]]] = {
+    "coefficient": ("diffusion coefficient D", (2, -1)),
+    "step_size": ("time step", (0, 1)),
+    "cfl": ("CFL number r = D dt / dx^2", (0, 0)),
+    "steps": ("number of time steps", (0, 0)),
+    "time": ("simulated time = steps * step_size", (0, 1)),
+    "scheme": ("time-stepping scheme", (0, 0)),
+    "dims": ("number of spatial dimensions", (0, 0)),
+    "cells": ("cells per dimension", (0, 0)),
+    "length": ("edge length of the domain", (1, 0)),
+    "boundary": ("boundary condition", (0, 0)),
+    "initial": ("initial condition", (0, 0)),
+    "seed": ("random seed of the initial condition and of the particles", (0, 0)),
+    "particles": ("particles per run", (0, 0)),
+    "confinement": ("harmonic confinement k of langevin, V = k/2 |x - x0|^2", (0, -1)),
+    "x": ("cell centre, first dimension", (1, 0)),
+    "y": ("cell centre, second dimension", (1, 0)),
+    "z": ("cell centre, third dimension", (1, 0)),
 }
 
+
+def coordinate_attributes(units: Units) -> dict[str, dict[str, str]]:
+    """``long_name`` and UDUNITS ``units`` of every coordinate, in the sweep's ``units``.
+
+    Examples
+    --------
+    >>> attrs = coordinate_attributes(Units(length="m", time="s"))
+    >>> attrs["coefficient"]["units"], attrs["step_size"]["units"], attrs["x"]["units"], attrs["cfl"]["units"]
+    ('m2 s-1', 's', 'm', '1')
+    """
+    return {
+        name: {"long_name": long_name, "units": units.of(length=powers[0], time=powers[1])}
+        for name, (long_name, powers) in _COORDINATES.items()
+    }
+
+
+#: the coordinates' attributes in a nondimensional study (no ``units:`` in the sweep file)
+COORDINATE_ATTRIBUTES: dict[str, dict[str, str]] = coordinate_attributes(Units())
+
+#: CF flag attributes of ``status``: ``flag_values`` has the variable's own type (int8);
+#: the not-computed marker is the variable's ``_FillValue`` (see ``VariableLayout.encoding``),
+#: not a flag, so plain xarray masks it
 STATUS_ATTRIBUTES: dict[str, Any] = {
-    **ATTRIBUTES["status"],
-    "flag_values": list(range(len(STATUS_NAMES))),
-    "missing_value_meaning": f"{NOT_COMPUTED} not computed, {FAILED} failed (its block raised an error; see diffsweep status)",
+    "long_name": ATTRIBUTES["status"]["long_name"],
+    "units": "1",
+    "flag_values": np.arange(len(STATUS_NAMES), dtype=np.int8),
+    "flag_meanings": " ".join(STATUS_NAMES),
+    "comment": (
+        f"_FillValue {NOT_COMPUTED}: run not computed yet (NaN once xarray decodes it); "
+        f"{FAILED}: its block raised an error (diffsweep status names it, run --resume retries it)"
+    ),
 }
 FIELD_ATTRIBUTES: dict[str, str] = {"long_name": "concentration", "units": "1"}
 REASON_ATTRIBUTES: dict[str, Any] = {
@@ -137,7 +168,8 @@ class VariableLayout:
     dtype
         Numpy dtype name.
     fill_value
-        What the template holds before a block is written (NaN, or a flag value).
+        What the store holds before a block is written: NaN, or for integer data a
+        value outside the data's range (``-1``) that is also its CF ``_FillValue``.
     attrs
         CF attributes (``long_name``, ``units``, flags).
     """
@@ -152,11 +184,15 @@ class VariableLayout:
 
     @property
     def encoding(self) -> dict[str, Any]:
-        """xarray's ``to_zarr`` encoding: the chunks, and the fill value of integer data
-        (floating-point data keeps xarray's NaN)."""
+        """xarray's ``to_zarr`` encoding: the chunks and, for integer data, the fill value
+        twice: as zarr's ``fill_value`` (what an unwritten chunk reads as) and as the CF
+        ``_FillValue`` attribute, so that plain ``xarray.open_zarr`` masks runs not
+        computed yet (NaN) instead of counting ``-1`` as data. Floating-point data keeps
+        xarray's NaN for both."""
         encoding: dict[str, Any] = {"chunks": self.chunks}
         if np.issubdtype(np.dtype(self.dtype), np.integer):
             encoding["fill_value"] = self.fill_value
+            encoding["_FillValue"] = self.fill_value
         return encoding
 
     @property
@@ -227,12 +263,13 @@ class ResultLayout:
         )
         derived = "step_size" if sweep.step_axis == "cfl" else "cfl"
         size_dims = step_dims if derived == "step_size" else (sweep.step_axis,)
-        coordinates = [CoordinateLayout(name, (name,), COORDINATE_ATTRIBUTES[name]) for name in axes]
-        coordinates.append(CoordinateLayout(derived, step_dims, COORDINATE_ATTRIBUTES[derived]))
+        attributes = coordinate_attributes(sweep.units)
+        coordinates = [CoordinateLayout(name, (name,), attributes[name]) for name in axes]
+        coordinates.append(CoordinateLayout(derived, step_dims, attributes[derived]))
         time_dims = tuple(name for name in axes if name in {*size_dims, "steps"})
-        coordinates.append(CoordinateLayout("time", time_dims, COORDINATE_ATTRIBUTES["time"]))
+        coordinates.append(CoordinateLayout("time", time_dims, attributes["time"]))
         if not sweep.is_swept("length"):  # cell centres differ by run otherwise: no coordinate
-            coordinates += [CoordinateLayout(name, (name,), COORDINATE_ATTRIBUTES[name]) for name in spatial]
+            coordinates += [CoordinateLayout(name, (name,), attributes[name]) for name in spatial]
         return cls(sweep, sizes, tuple(variables), tuple(coordinates))
 
     # -- looking things up --------------------------------------------------------------

@@ -262,7 +262,9 @@ def _per_model(
     for index in np.ndindex(*(base.sizes[key] for key in swept)):
         model = run_model(frame.isel(dict(zip(swept, index, strict=True))))
         out[index] = func(model, base.values[index])
-    return base.copy(data=out)
+    result = base.copy(data=out)
+    result.attrs = {}  # not the input's: a bound on the step size is not a coefficient
+    return result
 
 
 def status_names(status: xr.Dataset | xr.DataArray) -> xr.DataArray:
@@ -417,7 +419,7 @@ def setting_status(ds: xr.Dataset) -> xr.DataArray:
     summary = summary.drop_vars([c for c in summary.coords if "steps" in ds[c].dims], errors="ignore")
     return summary.rename("status").assign_attrs(
         long_name="stability class over all step counts (worst unstable class, else the class at the last one)",
-        flag_values=[-1, 0, 1, 2, 3],
+        flag_values=np.arange(NOT_COMPUTED, len(STATUS_NAMES), dtype=np.int8),
         flag_meanings="not_computed " + " ".join(STATUS_NAMES),
     )
 
@@ -696,7 +698,7 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
     )
     result["stable"].attrs.update(
         long_name="stable (equilibrium or transient) at every step count",
-        flag_values=[-1, 0, 1],
+        flag_values=np.array([NOT_COMPUTED, 0, 1], dtype=np.int8),
         flag_meanings="not_computed unstable stable",
     )
     return result
@@ -833,7 +835,8 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     Holds ``status`` (the categorical maps, int8, -1 not computed), the
     :func:`stability_boundary`, :func:`equilibration_boundary` and
     :func:`cheapest_setting` variables, with the derived ``cfl``/``step_size``
-    coordinates and the store's provenance attributes.
+    coordinates and the store's provenance attributes. Every variable has ``units``:
+    step sizes the store's time unit, everything else ``"1"``.
     """
     ds = as_results(ds)
     axis = step_axis(ds)
@@ -845,7 +848,7 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     status = status.reset_coords(drop=True).assign_attrs(
         {
             "long_name": "stability class",
-            "flag_values": [-1, 0, 1, 2, 3],
+            "flag_values": np.arange(NOT_COMPUTED, len(STATUS_NAMES), dtype=np.int8),
             "flag_meanings": "not_computed " + " ".join(STATUS_NAMES),
         }
     )
@@ -857,6 +860,9 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     result = result.assign_coords({derived: _strip(ds[derived]).compute()})
     for name in axes:
         result[name].attrs.update(ds[name].attrs)
+    step_units = ds["step_size"].attrs.get("units", "1")
+    for variable in result.data_vars.values():  # step sizes in the store's time unit; counts, CFL numbers, shares: 1
+        variable.attrs["units"] = step_units if str(variable.name).endswith("step_size") else "1"
     result.attrs = {k: _python(ds.attrs[k]) for k in PROVENANCE_ATTRS if k in ds.attrs}
     result.attrs["title"] = f"diffsweep stability maps: {ds.attrs.get('sweep_name', '')}".strip()
     result.attrs["step_axis"] = axis

@@ -197,6 +197,16 @@ BAD_SWEEPS: list[tuple[str, str]] = [
         "too_many_results.yaml",
         ":5: sweep: Expected at most 1,000,000,000 results (runs x checkpoints). Got 20,000,000,000",
     ),
+    # units
+    (
+        "units_unknown_symbol.yaml",
+        ":10: units.length: Expected a length unit, one of '1', 'm', 'km', 'cm', 'mm', 'um', 'nm' (UDUNITS symbols; '1': nondimensional). Got 'meter' instead; write 'm'.",
+    ),
+    (
+        "units_unparseable.yaml",
+        ":11: units.time: Expected a time unit, one of '1', 's', 'ms', 'us', 'ns', 'min', 'h', 'd' (UDUNITS symbols; '1': nondimensional). Got 'length^2 / time' instead.",
+    ),
+    ("units_unknown_key.yaml", ":11: units.mass: Unknown key. Allowed here: length, time."),
     # chunks, criteria, output, memory
     (
         "chunks_not_mapping.yaml",

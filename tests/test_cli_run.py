@@ -33,9 +33,9 @@ print(json.dumps({{
     "variables": sorted(ds.data_vars),
     "coords": sorted(ds.coords),
     "attrs": sorted(ds.attrs),
-    "status_dtype": str(ds.status.dtype),
+    "status_dtype": str(ds.status.encoding["dtype"]),
     "flag_meanings": ds.status.attrs.get("flag_meanings"),
-    "not_computed": int((ds.status < 0).sum()),
+    "not_computed": int(ds.status.isnull().sum()),  # masked by its _FillValue
     "units": {{name: ds[name].attrs.get("units") for name in [*ds.data_vars, *ds.coords]}},
 }}))
 """

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import SMALL_SWEEP, tree_digest
+import zarr
+from conftest import SMALL_SWEEP, compute_store, fresh_python, tree_digest
 
 from pipeline import runner, store
 from pipeline.compute import compute_block
@@ -27,7 +30,9 @@ def test_template_has_the_documented_layout_and_nothing_computed(tmp_path, plan)
     ds = xr.open_zarr(url)
     assert dict(ds.sizes) == {"coefficient": 6, "step_size": 8, "steps": 3, "x": 32}
     assert set(ds.data_vars) == {"distance", "mass_error", "overshoot", "growth", "error", "status", "field"}
-    assert ds.status.dtype == np.int8 and (ds.status.values == -1).all()
+    # nothing computed: every status is masked by its CF _FillValue (-1)
+    assert ds.status.isnull().all() and ds.status.encoding["_FillValue"] == -1
+    assert ds.status.encoding["dtype"] == np.int8
     assert ds.status.attrs["flag_meanings"] == "equilibrium transient oscillating divergent"
     for name in [*ds.data_vars, *ds.coords]:
         assert {"units", "long_name"} <= set(ds[name].attrs), name
@@ -115,3 +120,108 @@ def test_fsspec_memory_url(plan) -> None:
     assert store.completion(url) == (6, 6)
     ds = xr.open_zarr(url)
     assert int((ds.status >= 0).sum()) == 6 * 8 * 3
+
+
+#: what an analyst does with a store in a process that never imported diffsweep
+PLAIN_XARRAY_STATUS = """
+import json, xarray as xr
+ds = xr.open_zarr({path!r})
+raw = xr.open_zarr({path!r}, mask_and_scale=False)
+print(json.dumps({{
+    "dtype": str(ds.status.dtype),
+    "stable": int((ds.status <= 1).sum()),
+    "computed": int(ds.status.notnull().sum()),
+    "raw_dtype": str(raw.status.dtype),
+    "raw_missing": int((raw.status == -1).sum()),
+    "ints": ds.status.fillna(-1).astype("int8").values.ravel().tolist(),
+    "flag_values": ds.status.attrs["flag_values"],
+    "flag_meanings": ds.status.attrs["flag_meanings"],
+}}))
+"""
+
+
+def test_plain_xarray_masks_runs_not_computed_so_status_counts_only_computed_runs(tmp_path) -> None:
+    url = compute_store(SMALL_SWEEP, tmp_path / "half.zarr", blocks=2)  # 2 of 6 blocks, as an interrupted run
+    raw = np.asarray(zarr.open_group(url, mode="r")["status"][...])  # the bytes on disk, no decoding
+    assert raw.dtype == np.int8 and (raw == -1).any() and (raw >= 0).any()
+    opened = fresh_python(PLAIN_XARRAY_STATUS.format(path=url))
+    assert opened.returncode == 0, opened.stderr
+    info = json.loads(opened.stdout)
+    assert info["dtype"] == "float32"  # xarray's decoding of int8 with a _FillValue: NaN where masked
+    assert info["stable"] == np.count_nonzero((raw >= 0) & (raw <= 1))  # not the -1s as well
+    assert info["computed"] == np.count_nonzero(raw >= 0)
+    assert info["raw_dtype"] == "int8" and info["raw_missing"] == np.count_nonzero(raw == -1)
+    assert info["ints"] == raw.ravel().tolist()  # the README's idiom gets the ints back
+    # flag_values: the JSON of zarr attributes has no int8, so they come back as plain ints
+    assert info["flag_values"] == [0, 1, 2, 3]
+    assert info["flag_meanings"].split() == ["equilibrium", "transient", "oscillating", "divergent"]
+
+
+def test_status_flags_are_typed_like_the_variable_and_understood_by_cf_xarray(tmp_path, plan) -> None:
+    import cf_xarray  # noqa: F401  (the .cf accessor; in the [test] extra)
+    status = plan.layout.variable("status")
+    flags = status.attrs["flag_values"]
+    assert isinstance(flags, np.ndarray) and flags.dtype == np.dtype(status.dtype)
+    assert len(flags) == len(status.attrs["flag_meanings"].split())
+    assert status.fill_value not in flags  # the _FillValue is not a class
+    url = compute_store(SMALL_SWEEP, tmp_path / "full.zarr")
+    raw = np.asarray(zarr.open_group(url, mode="r")["status"][...])
+    ds = xr.open_zarr(url)
+    assert ds.status.cf.is_flag_variable
+    for code, name in enumerate(["equilibrium", "transient", "oscillating", "divergent"]):
+        assert int((ds.status.cf == name).sum()) == np.count_nonzero(raw == code), name
+    # re-encoded to netCDF the variable is a byte again, with its _FillValue
+    ds.status.to_netcdf(tmp_path / "status.nc", engine="scipy")
+    import scipy.io
+
+    with scipy.io.netcdf_file(tmp_path / "status.nc", mmap=False) as nc:
+        variable = nc.variables["status"]
+        assert variable.typecode() == "b" and int(variable._FillValue) == -1
+        np.testing.assert_array_equal(variable.data, raw)
+
+
+#: a physical study: lengths in millimetres, times in seconds, a swept string axis, CFL numbers, fields
+PHYSICAL_SWEEP = """\
+name: physical
+model: {dims: 2, cells: 8, length: 2.0}
+sweep:
+  scheme: [ftcs, crank-nicolson]
+  coefficient: [1.0e-3, 4.0e-3]
+  cfl: [0.1, 0.3]
+  steps: [5, 20]
+output: {fields: final}
+units: {length: mm, time: s}
+"""
+
+
+@pytest.mark.parametrize("with_units", [True, False], ids=["mm-s", "nondimensional"])
+def test_pint_reads_every_units_attribute_of_a_store_opened_by_plain_xarray(tmp_path, with_units) -> None:
+    import cf_xarray.units  # UDUNITS-style unit strings ("mm2 s-1") for pint
+    import pint_xarray  # noqa: F401  (the .pint accessor)
+
+    text = PHYSICAL_SWEEP if with_units else PHYSICAL_SWEEP.replace("units: {length: mm, time: s}\n", "")
+    url = compute_store(text, tmp_path / "units.zarr")
+    ds = xr.open_zarr(url)
+    registry = cf_xarray.units.units
+    quantified = ds.pint.quantify(unit_registry=registry)  # raises on any unit pint cannot parse
+    length, time = (registry.mm, registry.s) if with_units else (registry.dimensionless,) * 2
+    expected = {
+        "coefficient": length**2 / time, "step_size": time, "time": time, "x": length, "y": length,
+        "cfl": registry.dimensionless, "steps": registry.dimensionless, "status": registry.dimensionless,
+    }
+    for name in [*ds.data_vars, *ds.coords]:
+        units = registry.Unit(ds[name].attrs["units"])
+        assert units == expected.get(str(name), registry.dimensionless), (name, units)
+    # the units are consistent: D dt / dx^2 is the stored (dimensionless) CFL number
+    dx = quantified.x[1] - quantified.x[0]
+    cfl = (quantified.coefficient * quantified.step_size / dx**2).pint.to("dimensionless").pint.dequantify()
+    expected_cfl = ds.cfl.broadcast_like(ds.step_size).transpose(*ds.step_size.dims)
+    np.testing.assert_allclose(cfl.transpose(*ds.step_size.dims).values, expected_cfl.values, rtol=1e-12)
+    # and so do the maps computed from it (step sizes in the store's time unit)
+    from pipeline import maps
+
+    summary = maps.maps_dataset(maps.open_results(url))
+    summary.pint.quantify(unit_registry=registry)
+    assert registry.Unit(summary.max_stable_step_size.attrs["units"]) == time
+    assert registry.Unit(summary.theory_max_step_size.attrs["units"]) == time
+    assert registry.Unit(summary.coefficient.attrs["units"]) == length**2 / time

@@ -25,6 +25,7 @@ from pipeline.sweep import (
     Model,
     Output,
     Sweep,
+    Units,
     load_sweep,
     parse_sweep,
     yamltree,
@@ -330,6 +331,24 @@ def test_to_dict_round_trips():
         again = parse_sweep(yaml.safe_dump(sweep.to_dict()))
         assert again == sweep
         assert again.sha256 == sweep.sha256
+
+
+def test_units_block_sets_length_and_time_and_enters_the_hash_only_when_given():
+    base = "name: u\nmodel: {}\nsweep: {coefficient: 1, step_size: 0.5, steps: 2}\n"
+    plain = parse_sweep(base)
+    assert plain.units == Units() and plain.units.of(length=2, time=-1) == "1"
+    # spelling out the default is the same definition (the stable hash above stays)
+    assert parse_sweep(base + "units: {length: 1, time: '1'}\n").sha256 == plain.sha256
+    physical = parse_sweep(base + "units: {length: mm, time: s}\n")
+    assert physical.units == Units(length="mm", time="s") and physical.sha256 != plain.sha256
+    assert physical.units.of(length=2, time=-1) == "mm2 s-1"
+    assert parse_sweep(yaml.safe_dump(physical.to_dict())) == physical
+    # only length: the coefficient is length squared per nondimensional time
+    assert parse_sweep(base + "units: {length: m}\n").units.of(length=2, time=-1) == "m2"
+    # an override sets them like any key
+    assert parse_sweep(base, overrides=["units.time=h"]).units == Units(time="h")
+    with pytest.raises(SweepError, match=r"override 'units.time=fortnight': units.time: Expected a time unit"):
+        parse_sweep(base, overrides=["units.time=fortnight"])
 
 
 def test_sweep_pickles():

@@ -10,7 +10,7 @@ file, line, key path and offending value.  Everything downstream trusts a
 
 The package has two halves: :mod:`pipeline.sweep.definition` holds the value objects
 (:class:`Sweep`, :class:`Axis`, :class:`Model`, :class:`RunModel`, :class:`Criteria`,
-:class:`Output`) and the size, cost and memory estimates made from them;
+:class:`Output`, :class:`Units`) and the size, cost and memory estimates made from them;
 :mod:`pipeline.sweep.parser` reads the YAML, section by section, on top of the safe,
 bounded node layer :mod:`pipeline.sweep.yamltree`.
 
@@ -40,6 +40,7 @@ from pipeline.sweep.definition import (
     DEFAULT_MEMORY_LIMIT,
     FIELDS,
     INITIALS,
+    LENGTH_UNITS,
     MAX_AXIS_LENGTH,
     MAX_RESULTS,
     MAX_STEPS,
@@ -50,12 +51,14 @@ from pipeline.sweep.definition import (
     SCHEMES,
     STEP_AXES,
     WORKER_BASELINE_BYTES,
+    TIME_UNITS,
     Axis,
     Criteria,
     Model,
     Output,
     RunModel,
     Sweep,
+    Units,
 )
 from pipeline.sweep.parser import load_sweep, parse_sweep
 
@@ -64,6 +67,7 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "FIELDS",
     "INITIALS",
+    "LENGTH_UNITS",
     "MAX_AXIS_LENGTH",
     "MAX_RESULTS",
     "MAX_STEPS",
@@ -74,12 +78,14 @@ __all__ = [
     "SCHEMES",
     "STEP_AXES",
     "WORKER_BASELINE_BYTES",
+    "TIME_UNITS",
     "Axis",
     "Criteria",
     "Model",
     "Output",
     "RunModel",
     "Sweep",
+    "Units",
     "load_sweep",
     "parse_sweep",
 ]

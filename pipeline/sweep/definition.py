@@ -33,6 +33,7 @@ __all__ = [
     "MAX_RESULTS",
     "MAX_STEPS",
     "MAX_TEXT_BYTES",
+    "LENGTH_UNITS",
     "MODEL_KEYS",
     "PARTICLE_DEFAULTS",
     "PARTICLE_KEYS",
@@ -40,12 +41,14 @@ __all__ = [
     "SCHEMES",
     "STEP_AXES",
     "WORKER_BASELINE_BYTES",
+    "TIME_UNITS",
     "Axis",
     "Criteria",
     "Model",
     "Output",
     "RunModel",
     "Sweep",
+    "Units",
 ]
 
 # The same tuples as in pipeline.numerics, kept here so that reading a sweep never
@@ -77,6 +80,12 @@ DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes per worker (one task at a time)
 #: benchmarks/worker_memory.py measured 62 MiB for a fresh worker and 202-262 MiB
 #: after one tiny block (FTCS 1-D/3-D 262 MiB, implicit schemes 203 MiB); rounded up.
 WORKER_BASELINE_BYTES = 288 * 2**20
+#: Units a sweep file may give to lengths and times (``units:``): UDUNITS symbols that
+#: UDUNITS-2, pint and cf_xarray all read, and that compose into a product such as
+#: ``m2 s-1`` without brackets; ``"1"`` is a nondimensional study (the default).
+LENGTH_UNITS: tuple[str, ...] = ("1", "m", "km", "cm", "mm", "um", "nm")
+TIME_UNITS: tuple[str, ...] = ("1", "s", "ms", "us", "ns", "min", "h", "d")
+
 MAX_TEXT_BYTES = 2**20  # a sweep definition is a small, hand-written file
 MAX_AXIS_LENGTH = 10**6  # values along one axis
 MAX_RESULTS = 10**9  # points of the whole result grid (runs x checkpoints)
@@ -234,6 +243,41 @@ class RunModel:
 
 
 @dataclass(frozen=True)
+class Units:
+    """The units of length and time of a study (UDUNITS symbols); ``"1"``: nondimensional.
+
+    Every other unit is derived from these two by :meth:`of`: the coefficient is
+    length² / time, the step size and simulated time are times, the domain length and
+    cell centres are lengths, the CFL number and step counts are pure numbers.
+
+    Examples
+    --------
+    >>> units = Units(length="m", time="s")
+    >>> units.of(length=2, time=-1), units.of(time=1), units.of()
+    ('m2 s-1', 's', '1')
+    >>> Units().of(length=2, time=-1), Units(length="mm").of(length=2, time=-1)
+    ('1', 'mm2')
+    """
+
+    length: str = "1"
+    time: str = "1"
+
+    def of(self, length: int = 0, time: int = 0) -> str:
+        """UDUNITS string of ``length**length * time**time`` (``"1"`` if nondimensional)."""
+        parts = [
+            f"{unit}{'' if power == 1 else power}"
+            for unit, power in ((self.length, length), (self.time, time))
+            if power and unit != "1"
+        ]
+        return " ".join(parts) or "1"
+
+    @property
+    def is_default(self) -> bool:
+        """Nondimensional in both length and time."""
+        return self == Units()
+
+
+@dataclass(frozen=True)
 class Criteria:
     """Stability classification thresholds.
 
@@ -293,6 +337,8 @@ class Sweep:
         not named are unchunked (``steps`` never is).
     criteria, output
         Classification thresholds and stored fields.
+    units
+        Units of length and time (default nondimensional, ``"1"``).
     text
         The YAML exactly as given; with overrides, the effective definition (the tree
         serialised back to YAML under a comment naming the file and the overrides).
@@ -307,6 +353,7 @@ class Sweep:
     chunks: tuple[tuple[str, int], ...]
     criteria: Criteria
     output: Output
+    units: Units = Units()
     text: str = field(default="", compare=False, repr=False)
     source: str = field(default="<string>", compare=False, repr=False)
 
@@ -481,7 +528,7 @@ class Sweep:
         sweep.to_dict()))`` equals ``sweep``.
         """
         model = {key: value for key, value in self.model_settings().items() if value is not None}
-        return {
+        document = {
             "name": self.name,
             "description": self.description,
             "model": model,
@@ -490,14 +537,19 @@ class Sweep:
             "criteria": asdict(self.criteria),
             "output": asdict(self.output),
         }
+        if not self.units.is_default:
+            document["units"] = asdict(self.units)
+        return document
 
     def canonical_json(self) -> str:
         """Canonical JSON of the normalised definition (what :attr:`sha256` hashes).
 
         Keys sorted, no whitespace, floats by ``repr``, axes and chunks as ordered
-        lists; comments, layout and key order of the YAML do not enter.
+        lists; comments, layout and key order of the YAML do not enter.  ``units``
+        enters only when given, so definitions without it keep the hash they had
+        before units existed.
         """
-        document = {
+        document: dict[str, Any] = {
             "format": "diffsweep-sweep-1",
             "name": self.name,
             "description": self.description,
@@ -507,6 +559,8 @@ class Sweep:
             "criteria": asdict(self.criteria),
             "output": asdict(self.output),
         }
+        if not self.units.is_default:
+            document["units"] = asdict(self.units)
         return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     def model_settings(self) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 :func:`parse_sweep` checks everything once, before anything is computed, and every
 refusal is a :class:`~pipeline.errors.SweepError` naming the file, line, key path and
 offending value.  The parser reads the file section by section (``name``,
-``description``, ``model``, ``sweep``, ``chunks``, ``criteria``, ``output``), one method
-each; the YAML node layer it stands on is :mod:`pipeline.sweep.yamltree`.
+``description``, ``model``, ``sweep``, ``chunks``, ``criteria``, ``output``, ``units``),
+one method each; the YAML node layer it stands on is :mod:`pipeline.sweep.yamltree`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pipeline.sweep.definition import (
     DEFAULT_MEMORY_LIMIT,
     FIELDS,
     INITIALS,
+    LENGTH_UNITS,
     MAX_AXIS_LENGTH,
     MAX_RESULTS,
     MAX_STEPS,
@@ -39,11 +40,13 @@ from pipeline.sweep.definition import (
     PARTICLE_KEYS,
     SCHEMES,
     STEP_AXES,
+    TIME_UNITS,
     Axis,
     Criteria,
     Model,
     Output,
     Sweep,
+    Units,
 )
 from pipeline.sweep.overrides import Override, apply_overrides, effective_text, parse_override
 from pipeline.sweep.yamltree import describe, is_null, join, scalar, show
@@ -57,12 +60,30 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Cell widths outside this range make ``dx**2`` or ``1/dx**2`` leave float64's normal range.
 _DX_RANGE = (1e-150, 1e150)
 
-_TOP_KEYS = ("name", "description", "model", "sweep", "chunks", "criteria", "output")
+_TOP_KEYS = ("name", "description", "model", "sweep", "chunks", "criteria", "output", "units")
 _SWEEP_KEYS = ("coefficient", "step_size", "cfl", "steps", *MODEL_KEYS)
 _FORMS = ("linspace", "geomspace", "range")
 _FORM_KEYS = (*_FORMS, "num")
 _CRITERIA_KEYS = ("tolerance", "divergence")
 _OUTPUT_KEYS = ("fields",)
+_UNIT_CHOICES: dict[str, tuple[str, ...]] = {"length": LENGTH_UNITS, "time": TIME_UNITS}
+#: names people write for the accepted symbols (only to say which symbol to write)
+_UNIT_SYMBOLS: dict[str, str] = {
+    **dict.fromkeys(("meter", "meters", "metre", "metres"), "m"),
+    **dict.fromkeys(("kilometer", "kilometre"), "km"),
+    **dict.fromkeys(("centimeter", "centimetre"), "cm"),
+    **dict.fromkeys(("millimeter", "millimetre"), "mm"),
+    **dict.fromkeys(("µm", "μm", "micrometer", "micrometre", "micron"), "um"),
+    **dict.fromkeys(("nanometer", "nanometre"), "nm"),
+    **dict.fromkeys(("second", "seconds", "sec"), "s"),
+    **dict.fromkeys(("millisecond", "milliseconds"), "ms"),
+    **dict.fromkeys(("µs", "μs", "microsecond", "microseconds"), "us"),
+    **dict.fromkeys(("nanosecond", "nanoseconds"), "ns"),
+    **dict.fromkeys(("minute", "minutes"), "min"),
+    **dict.fromkeys(("hour", "hours", "hr"), "h"),
+    **dict.fromkeys(("day", "days"), "d"),
+    **dict.fromkeys(("dimensionless", "none", "", "-"), "1"),
+}
 
 _MODEL_DEFAULTS: dict[str, Any] = {
     "scheme": "ftcs",
@@ -337,6 +358,7 @@ class _Parser:
             chunks=self.parse_chunks(top.get("chunks"), lengths),
             criteria=self.parse_criteria(self.optional_section(top, "criteria", _CRITERIA_KEYS)),
             output=self.parse_output(self.optional_section(top, "output", _OUTPUT_KEYS), lengths),
+            units=self.parse_units(self.optional_section(top, "units", tuple(_UNIT_CHOICES))),
             text=effective_text(root, self.source, self.overrides) if self.overrides else self.text,
             source=self.source,
         )
@@ -535,6 +557,29 @@ class _Parser:
                 node,
             )
         return Output(fields)
+
+    def parse_units(self, entries: Entries) -> Units:
+        """``units: {length: m, time: s}``: UDUNITS symbols from a short list, ``1`` by default."""
+        values: dict[str, str] = {}
+        for key, choices in _UNIT_CHOICES.items():
+            if key not in entries:
+                continue
+            path, node = f"units.{key}", entries[key][1]
+            value = self.value(node, path, "a unit symbol")
+            if value == 1 and not isinstance(value, bool):
+                value = "1"
+            if not isinstance(value, str) or value not in choices:
+                symbol = _UNIT_SYMBOLS.get(str(value).strip().lower()) if isinstance(value, str) else None
+                hint = f"; write {symbol!r}" if symbol in choices else ""
+                options = ", ".join(repr(choice) for choice in choices)
+                raise self.fail(
+                    f"Expected a {key} unit, one of {options} (UDUNITS symbols; '1': "
+                    f"nondimensional). Got {show(value)} instead{hint}.",
+                    path,
+                    node,
+                )
+            values[key] = value
+        return Units(**values)
 
     # ---- checks of the whole definition
 
