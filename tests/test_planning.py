@@ -117,17 +117,34 @@ output: {fields: checkpoints}
 """
 
 
+#: explicit chunks beside a swept model key: each task has one scheme, so 40 runs of 18 MiB
+#: fit the 2 GiB limit (the parser once counted all three schemes into one task and refused)
+SWEPT_MODEL_CHUNKS = """\
+name: generated
+model: {dims: 3, cells: 64}
+sweep:
+  scheme: [ftcs, crank-nicolson, backward-euler]
+  coefficient: {geomspace: [0.01, 1.0], num: 15}
+  step_size: {linspace: [1.0e-6, 1.0e-4], num: 27}
+  steps: [1, 2, 5]
+output: {fields: checkpoints}
+chunks: {coefficient: 5, step_size: 8}
+"""
+
+
 @PLANS
 @given(text=sweep_texts(), parallelism=st.integers(1, 16))
 @example(text=MEMORY_BOUND, parallelism=1)
+@example(text=SWEPT_MODEL_CHUNKS, parallelism=1)
 def test_every_automatic_block_fits_the_memory_bound(text: str, parallelism: int) -> None:
     sweep = parse_sweep(text)
     plan = planning.plan(sweep, parallelism=parallelism)
     per_run = sweep.memory_per_run()
     largest = max(block.n_runs for block in plan.blocks())
     assert largest == plan.runs_per_task
-    if sweep.chunks:  # explicit blocks: the parser already held them to its memory limit
+    if sweep.chunks:  # explicit blocks: the parser held them to its memory limit, task as planned
         assert largest * per_run <= DEFAULT_MEMORY_LIMIT
+        assert sweep.runs_per_task == largest
     else:  # automatic blocks: within MAX_BLOCK_BYTES, unless a single run is larger
         assert largest * per_run <= planning.MAX_BLOCK_BYTES or largest == 1
     assert plan.memory_per_task == largest * per_run

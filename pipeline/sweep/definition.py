@@ -477,9 +477,13 @@ class Sweep:
 
     @property
     def chunk_shape(self) -> tuple[int, ...]:
-        """Runs per task along every axis: the explicit chunk, else the whole axis."""
+        """Runs per task along every axis: the explicit chunk, else the whole axis; 1
+        along a swept model key, which always splits tasks (a task has one model)."""
         explicit = dict(self.chunks)
-        return tuple(explicit.get(axis.name, len(axis.values)) for axis in self.axes)
+        return tuple(
+            1 if axis.name in MODEL_KEYS else explicit.get(axis.name, len(axis.values))
+            for axis in self.axes
+        )
 
     @property
     def runs_per_task(self) -> int:
