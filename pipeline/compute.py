@@ -104,9 +104,10 @@ def compute_block(plan: Plan, block: Block) -> xr.Dataset:
     model = plan.run_model(block)
     grid = model.grid
     coords = plan.layout.axis_coordinates(block)
-    coefficient, step = np.meshgrid(
-        coords["coefficient"].astype(float), coords[sweep.step_axis].astype(float), indexing="ij"
-    )
+    coefficient = coords["coefficient"].astype(float)
+    step = coords[sweep.step_axis].astype(float)
+    if not sweep.zipped:  # every pair of the block's coefficients and steps; zipped: one per case
+        coefficient, step = np.meshgrid(coefficient, step, indexing="ij")
     step_size = step_size_from_cfl(coefficient, step, grid.dx) if sweep.step_axis == "cfl" else step
     initial = initial_condition(model.initial, grid, seed=model.seed)
     arguments = (

@@ -5,7 +5,8 @@ before anything runs. It says, for the whole store:
 
 * the dimensions and their sizes: the sweep axes in order (``steps`` last), then
   ``x``/``y``/``z`` when fields are stored;
-* the coordinates: every axis (string axes as object arrays), the derived ``cfl`` (or
+* the coordinates: every axis (string axes as object arrays; zipped axes along
+  ``case``, the dimension they share), the derived ``cfl`` (or
   ``step_size`` when the sweep is given in CFL numbers), ``time = steps * step_size``,
   and the cell centres of stored fields (unless ``length`` is swept, which moves them);
   with their dimensions and attributes (UDUNITS ``units`` in the sweep's
@@ -59,7 +60,7 @@ import xarray as xr
 
 from pipeline.diagnostics import ATTRIBUTES, FAILED, MEASURES, NOT_COMPUTED, STATUS_NAMES
 from pipeline.particle_diagnostics import PARTICLE_ATTRIBUTES, PARTICLE_MEASURES
-from pipeline.sweep import RunModel, Sweep, Units
+from pipeline.sweep import CASE, RunModel, Sweep, Units
 
 if TYPE_CHECKING:
     from pipeline.planning import Block, Plan
@@ -94,6 +95,7 @@ _COORDINATES: dict[str, tuple[str, tuple[int, int]]] = {
     "seed": ("random seed of the initial condition and of the particles", (0, 0)),
     "particles": ("particles per run", (0, 0)),
     "confinement": ("harmonic confinement k of langevin, V = k/2 |x - x0|^2", (0, -1)),
+    CASE: ("case number: the zipped axes take their values together along it", (0, 0)),
     "x": ("cell centre, first dimension", (1, 0)),
     "y": ("cell centre, second dimension", (1, 0)),
     "z": ("cell centre, third dimension", (1, 0)),
@@ -258,13 +260,16 @@ class ResultLayout:
             variables.append(variable("field", (*kept_steps, *spatial), "float64", math.nan, FIELD_ATTRIBUTES))
 
         # derived coordinates: the step axis not swept, over the axes it depends on
-        step_dims = tuple(
-            name for name in axes if name in {*_CELL_WIDTH_KEYS, "coefficient", sweep.step_axis}
-        )
+        run_dims = {sweep.dim_of("coefficient"), sweep.dim_of(sweep.step_axis)}
+        step_dims = tuple(name for name in axes if name in {*_CELL_WIDTH_KEYS, *run_dims})
         derived = "step_size" if sweep.step_axis == "cfl" else "cfl"
-        size_dims = step_dims if derived == "step_size" else (sweep.step_axis,)
+        size_dims = step_dims if derived == "step_size" else (sweep.dim_of(sweep.step_axis),)
         attributes = coordinate_attributes(sweep.units)
         coordinates = [CoordinateLayout(name, (name,), attributes[name]) for name in axes]
+        if sweep.zipped:  # each zipped axis is a coordinate along the cases
+            zipped = {**attributes[CASE], "zipped_axes": " ".join(sweep.zipped_names)}
+            coordinates[axes.index(CASE)] = CoordinateLayout(CASE, (CASE,), zipped)
+            coordinates += [CoordinateLayout(name, (CASE,), attributes[name]) for name in sweep.zipped_names]
         coordinates.append(CoordinateLayout(derived, step_dims, attributes[derived]))
         time_dims = tuple(name for name in axes if name in {*size_dims, "steps"})
         coordinates.append(CoordinateLayout("time", time_dims, attributes["time"]))
@@ -309,8 +314,11 @@ class ResultLayout:
         return np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values)
 
     def axis_coordinates(self, block: Block) -> dict[str, np.ndarray]:
-        """The axis values of one block."""
-        return {name: self.axis_values(name)[s] for name, s in zip(block.dims, block.slices, strict=True)}
+        """The values of every axis over one block: each dimension's slice, and each
+        zipped axis' slice along :data:`~pipeline.sweep.CASE`."""
+        slices = dict(zip(block.dims, block.slices, strict=True))
+        names = (*block.dims, *self.sweep.zipped_names)
+        return {name: self.axis_values(name)[slices[self.sweep.dim_of(name)]] for name in names}
 
     def _first_model(self) -> RunModel:
         """The model of the first run (every model key at its first value)."""
@@ -330,7 +338,8 @@ class ResultLayout:
         """Every coordinate of the store, with its attributes, for the whole grid."""
         sweep = self.sweep
         values: dict[str, xr.DataArray] = {
-            name: xr.DataArray(self.axis_values(name), dims=(name,)) for name in self.axis_names
+            name: xr.DataArray(self.axis_values(name), dims=(sweep.dim_of(name),))
+            for name in (*self.axis_names, *sweep.zipped_names)
         }
         dx = self._cell_width()
         coefficient, step = values["coefficient"], values[sweep.step_axis]
@@ -360,4 +369,7 @@ class ResultLayout:
             v.name: (v.dims, np.asarray(arrays[v.name], dtype=v.dtype).reshape(self.block_shape(v, block)), v.attrs)
             for v in self.variables
         }
-        return xr.Dataset(data_vars, coords=self.axis_coordinates(block))
+        coords = {
+            name: (self.sweep.dim_of(name), values) for name, values in self.axis_coordinates(block).items()
+        }
+        return xr.Dataset(data_vars, coords=coords)

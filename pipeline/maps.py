@@ -48,7 +48,7 @@ import xarray as xr
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import ArgumentNaming, MapError, StoreError
 from pipeline.numerics import equilibrium_steps, initial_condition
-from pipeline.sweep import MODEL_KEYS, STEP_AXES, RunModel
+from pipeline.sweep import CASE, MODEL_KEYS, STEP_AXES, RunModel
 
 __all__ = [
     "MODEL_KEYS",
@@ -162,10 +162,14 @@ def as_results(ds: xr.Dataset) -> xr.Dataset:
     :func:`xarray.open_zarr`, whose ``status`` may be float with NaN where a
     ``_FillValue`` masked the runs not computed.
 
+    Results whose coefficient and step axis are zipped along ``case`` pass (their
+    status can be named and counted); what needs a step axis refuses them
+    (:func:`step_axis`).
+
     Raises
     ------
     MapError
-        ``ds`` has no ``status`` variable or no step axis.
+        ``ds`` has no ``status`` variable.
     """
     if "status" not in ds.data_vars:
         raise MapError("the dataset has no 'status' variable: it is not diffsweep results")
@@ -173,10 +177,8 @@ def as_results(ds: xr.Dataset) -> xr.Dataset:
     if status.dtype.kind == "f":  # a CF _FillValue decoded as NaN
         status = status.fillna(NOT_COMPUTED).astype(np.int8).assign_attrs(ds["status"].attrs)
         ds = ds.assign(status=status)
-    axis = step_axis(ds)
-    for name in (axis, "steps"):
-        index = ds.indexes[name]
-        if not index.is_monotonic_increasing:
+    for name in (*STEP_AXES, "steps"):
+        if name in ds["status"].dims and not ds.indexes[name].is_monotonic_increasing:
             ds = ds.sortby(name)
     return ds
 
@@ -187,10 +189,24 @@ def sweep_axes(ds: xr.Dataset) -> tuple[str, ...]:
 
 
 def step_axis(ds: xr.Dataset) -> str:
-    """``"step_size"`` or ``"cfl"``: whichever the sweep was given in."""
+    """``"step_size"`` or ``"cfl"``: whichever the sweep was given in.
+
+    Raises
+    ------
+    MapError
+        The results have no step axis: none at all, or one zipped with ``coefficient``
+        along ``case`` (``zip:``), which a stability map cannot use as an axis.
+    """
     for name in STEP_AXES:
         if name in ds["status"].dims:
             return name
+    if CASE in ds["status"].dims:
+        zipped = str(ds[CASE].attrs.get("zipped_axes", "coefficient and the step")).replace(" ", " and ")
+        raise MapError(
+            f"these results vary {zipped} together along {CASE!r} (a zip: sweep); stability maps "
+            "and recommendations need them as two separate axes, so sweep them as a product, "
+            "or read the cases with xarray (README: zipped axes)"
+        )
     raise MapError(f"the results have neither a step_size nor a cfl axis (axes: {', '.join(sweep_axes(ds))})")
 
 

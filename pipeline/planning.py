@@ -2,8 +2,8 @@
 
 A *block* is a rectangle of the parameter grid: one value of every swept model key
 (scheme, grid, boundary, initial condition — they change the arrays, so they split
-blocks), a range of coefficients, a range of step sizes (or CFL numbers), and every
-step count (one trajectory serves every checkpoint, so ``steps`` is never chunked).
+blocks), a range of coefficients, a range of step sizes (or CFL numbers) — or, when
+the two are zipped, a range of ``case`` — and every step count (one trajectory serves every checkpoint, so ``steps`` is never chunked).
 One block is one task and one zarr chunk of every variable. :func:`plan` decides the
 blocks before anything runs and returns a frozen :class:`Plan`, which also carries the
 store's :class:`~pipeline.layout.ResultLayout`.
@@ -184,7 +184,7 @@ class Plan:
     @property
     def _runs_per_model(self) -> int:
         """Runs that share one combination of swept model values."""
-        return len(self.sweep.axis("coefficient")) * len(self.sweep.axis(self.sweep.step_axis))
+        return self.sweep.runs_per_model
 
     @property
     def cell_updates(self) -> int:
@@ -212,8 +212,8 @@ class Plan:
         """Fraction of runs theory predicts unstable: an explicit scheme above its von Neumann
         bound, a walk past 2 d p = 1, Langevin at k dt >= 2."""
         sweep = self.sweep
-        coefficient = np.asarray(sweep.axis("coefficient").values, dtype=float)[:, None]
-        step = np.asarray(sweep.axis(sweep.step_axis).values, dtype=float)[None, :]
+        coefficient, step = sweep.coefficient_and_step()
+        runs = np.broadcast_shapes(coefficient.shape, step.shape)
         unstable = 0
         for model in sweep.run_models():
             limit = model.stability_limit
@@ -225,11 +225,13 @@ class Plan:
             if limit is None:
                 continue
             cfl = step if sweep.step_axis == "cfl" else cfl_number(coefficient, step, model.dx)
-            unstable += int(np.count_nonzero(np.broadcast_to(cfl > limit * (1 + 1e-12), (coefficient.size, step.size))))
+            unstable += int(np.count_nonzero(np.broadcast_to(cfl > limit * (1 + 1e-12), runs)))
         return unstable / self.n_runs
 
     def summary(self) -> dict[str, Any]:
-        """The plan as plain values, for printing and for the store's attributes."""
+        """The plan as plain values, for printing and for the store's attributes;
+        ``zipped`` names the axes that vary together along ``case``, if any."""
+        zipped = {"zipped": list(self.sweep.zipped_names)} if self.sweep.zipped else {}
         return {
             "sweep": self.sweep.name,
             "sweep_hash": self.sweep.sha256,
@@ -245,6 +247,7 @@ class Plan:
             "memory_per_task_bytes": self.memory_per_task,
             "store_bytes": self.store_bytes,
             "unstable_fraction": self.unstable_fraction,
+            **zipped,
         }
 
 
@@ -293,21 +296,21 @@ def plan(sweep: Sweep, *, parallelism: int | None = None, memory_limit: int | No
         chunks[name] = 1
     models = sweep.run_models()
 
-    step_axis = sweep.step_axis
-    n_coef, n_step = chunks["coefficient"], chunks[step_axis]
-    if "coefficient" in given or step_axis in given:
-        chunks["coefficient"] = given.get("coefficient", n_coef)
-        chunks[step_axis] = given.get(step_axis, n_step)
+    run_dims = sweep.run_dims  # (coefficient, step axis), or (case,) when zipped
+    if any(name in given for name in run_dims):
+        chunks.update({name: given[name] for name in run_dims if name in given})
     else:
         per_run = max(seconds_per_run(sweep, model) for model in models)
         runs = max(1, int(TARGET_BLOCK_SECONDS / per_run))
-        total = len(models) * n_coef * n_step
+        total = len(models) * sweep.runs_per_model
         balanced = math.ceil(total / (4 * parallelism))
         runs = min(runs, max(balanced, int(MIN_BLOCK_SECONDS / per_run), 1))
         budget = MAX_BLOCK_BYTES
         if memory_limit is not None:
             budget = min(budget, memory_limit - WORKER_BASELINE_BYTES)
         runs = max(1, min(runs, budget // sweep.memory_per_run()))
-        chunks[step_axis] = min(n_step, runs)
-        chunks["coefficient"] = max(1, min(n_coef, runs // chunks[step_axis]))
+        # fill the innermost run dimension first (the step axis, or the cases)
+        for name in reversed(run_dims):
+            chunks[name] = max(1, min(chunks[name], runs))
+            runs //= chunks[name]
     return Plan(sweep=sweep, chunks=tuple(chunks[n] for n in names), parallelism=parallelism)

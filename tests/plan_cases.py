@@ -9,8 +9,9 @@ SCHEME_CHOICES = ("ftcs", "crank-nicolson", "backward-euler")
 
 @st.composite
 def sweep_texts(draw: st.DrawFn) -> str:
-    """A valid sweep definition: axis lengths, swept model keys, step axis, chunks and
-    stored fields all vary; grids range from tiny to ~10^8 bytes per run."""
+    """A valid sweep definition: axis lengths, swept model keys, step axis, zipped or
+    product coefficient and step axis, chunks and stored fields all vary; grids range
+    from tiny to ~10^8 bytes per run."""
     dims = draw(st.sampled_from([1, 2, 3]))
     cells = draw(st.sampled_from([4, 16, 64, 128] if dims < 3 else [4, 16, 64]))
     fields = draw(st.sampled_from(["none", "final", "checkpoints"]))
@@ -28,19 +29,30 @@ def sweep_texts(draw: st.DrawFn) -> str:
         del model["cells"]
     if draw(st.booleans()):
         swept["seed"] = list(range(draw(st.integers(1, 3))))
+    zipped = draw(st.booleans())  # coefficient and the step axis vary together along case
+    if zipped:
+        n_step = n_coefficient
+    step_values = (
+        f"{{linspace: [0.01, 0.4], num: {n_step}}}" if step_axis == "cfl"
+        else f"{{linspace: [1.0e-6, 1.0e-4], num: {n_step}}}"
+    )
+    indent = "    " if zipped else "  "
     lines = [
         "name: generated",
         "model: {" + ", ".join(f"{k}: {v}" for k, v in model.items()) + "}",
         "sweep:",
         *(f"  {key}: [{', '.join(map(str, values))}]" for key, values in swept.items()),
-        f"  coefficient: {{geomspace: [0.01, 1.0], num: {n_coefficient}}}",
-        f"  {step_axis}: {{linspace: [0.01, 0.4], num: {n_step}}}" if step_axis == "cfl"
-        else f"  step_size: {{linspace: [1.0e-6, 1.0e-4], num: {n_step}}}",
+        *(["  zip:"] if zipped else []),
+        f"{indent}coefficient: {{geomspace: [0.01, 1.0], num: {n_coefficient}}}",
+        f"{indent}{step_axis}: {step_values}",
         f"  steps: [{', '.join(map(str, steps))}]",
         f"output: {{fields: {fields}}}",
     ]
     if draw(st.booleans()):
         # at most 8 x 8 runs a task, so that even 3-D 64^3 runs stay within the parser's memory limit
-        chunks = {"coefficient": draw(st.integers(1, min(n_coefficient, 8))), step_axis: draw(st.integers(1, min(n_step, 8)))}
+        if zipped:
+            chunks = {"case": draw(st.integers(1, min(n_coefficient, 64)))}
+        else:
+            chunks = {"coefficient": draw(st.integers(1, min(n_coefficient, 8))), step_axis: draw(st.integers(1, min(n_step, 8)))}
         lines.append("chunks: {" + ", ".join(f"{k}: {v}" for k, v in chunks.items()) + "}")
     return "\n".join(lines) + "\n"

@@ -197,6 +197,41 @@ BAD_SWEEPS: list[tuple[str, str]] = [
         "too_many_results.yaml",
         ":5: sweep: Expected at most 1,000,000,000 results (runs x checkpoints). Got 20,000,000,000",
     ),
+    # zipped axes
+    (
+        "zip_unequal_lengths.yaml",
+        ":8: sweep.zip.step_size: Expected 3 values, as many as sweep.zip.coefficient (line 7): zipped axes pair their values one by one. Got 2 instead.",
+    ),
+    (
+        "zip_key_also_swept.yaml",
+        ":9: sweep.coefficient: 'coefficient' varies in zip (line 7) and is swept here too; give it in one place.",
+    ),
+    (
+        "zip_and_other_step_axis.yaml",
+        ":9: sweep.cfl: Expected exactly one of step_size or cfl. Got step_size in zip (line 8) and cfl here instead.",
+    ),
+    (
+        "zip_unknown_key.yaml",
+        ":8: sweep.zip.stepsize: Unknown key; did you mean 'step_size'? Allowed here: coefficient, step_size, cfl.",
+    ),
+    (
+        "zip_model_key.yaml",
+        ":6: sweep.zip.cells: Only coefficient and step_size or cfl vary together; cells changes the arrays of a run",
+    ),
+    ("zip_steps.yaml", ":9: sweep.zip.steps: steps are the checkpoints of every run, not a setting of one run"),
+    (
+        "zip_one_key.yaml",
+        ":6: sweep.zip: Expected the axes that vary together: coefficient and step_size or cfl. Got coefficient instead; add step_size or cfl.",
+    ),
+    (
+        "zip_same_case_twice.yaml",
+        ":6: sweep.zip: Expected every case once. Got coefficient 0.1 with step_size 0.0001 at positions 0 and 2 instead",
+    ),
+    ("zip_not_mapping.yaml", ":6: sweep.zip: Expected a mapping of the axes that vary together"),
+    (
+        "chunks_zipped_axis.yaml",
+        ":10: chunks.coefficient: Expected an axis name. Got 'coefficient' instead (it is zipped: its runs lie along 'case'; chunk case).",
+    ),
     # units
     (
         "units_unknown_symbol.yaml",

@@ -60,6 +60,8 @@ def plan(
         click.echo(json.dumps(summary, indent=2))
         return
     axes = "  ".join(f"{name}={n}" for name, n in summary["axes"].items())
+    if "zipped" in summary:
+        axes += f"  (case: {' and '.join(summary['zipped'])} vary together)"
     chunks = "  ".join(f"{name}={n}" for name, n in summary["chunks"].items())
     rows = [
         ("sweep", f"{sweep.name}  ({summary['sweep_hash'][:12]})"),

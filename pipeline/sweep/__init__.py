@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from pipeline.sweep.definition import (
     BOUNDARIES,
+    CASE,
     DEFAULT_MEMORY_LIMIT,
     FIELDS,
     INITIALS,
@@ -52,6 +53,7 @@ from pipeline.sweep.definition import (
     STEP_AXES,
     WORKER_BASELINE_BYTES,
     TIME_UNITS,
+    ZIPPABLE,
     Axis,
     Criteria,
     Model,
@@ -64,6 +66,7 @@ from pipeline.sweep.parser import load_sweep, parse_sweep
 
 __all__ = [
     "BOUNDARIES",
+    "CASE",
     "DEFAULT_MEMORY_LIMIT",
     "FIELDS",
     "INITIALS",
@@ -79,6 +82,7 @@ __all__ = [
     "STEP_AXES",
     "WORKER_BASELINE_BYTES",
     "TIME_UNITS",
+    "ZIPPABLE",
     "Axis",
     "Criteria",
     "Model",

@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "BOUNDARIES",
+    "CASE",
     "DEFAULT_MEMORY_LIMIT",
     "FIELDS",
     "INITIALS",
@@ -42,6 +43,7 @@ __all__ = [
     "STEP_AXES",
     "WORKER_BASELINE_BYTES",
     "TIME_UNITS",
+    "ZIPPABLE",
     "Axis",
     "Criteria",
     "Model",
@@ -73,6 +75,9 @@ PARTICLE_KEYS: dict[str, tuple[str, ...]] = {
 PARTICLE_DEFAULTS: dict[str, Any] = {"particles": 10_000, "confinement": 0.0}
 #: The two ways of giving the time step; a sweep has exactly one of them as an axis.
 STEP_AXES: tuple[str, ...] = ("step_size", "cfl")
+#: The dimension of axes that vary together (``zip:``), and the keys that may.
+CASE = "case"
+ZIPPABLE: tuple[str, ...] = ("coefficient", *STEP_AXES)
 
 DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes per worker (one task at a time)
 #: Resident memory of a dask worker process before a block's own arrays: Python, dask,
@@ -115,7 +120,8 @@ class Axis:
     Parameters
     ----------
     name
-        ``coefficient``, ``step_size``/``cfl``, ``steps`` or a model key.
+        ``coefficient``, ``step_size``/``cfl``, ``steps``, a model key, or
+        :data:`CASE` (the dimension of zipped axes, values ``0 .. n-1``).
     values
         The coordinate values, Python scalars (``float``, ``int`` or ``str``), unique;
         ``steps`` ascending.
@@ -331,7 +337,13 @@ class Sweep:
         Fixed model settings (swept keys hold ``None``).
     axes
         The grid dimensions in result order: swept model keys (in :data:`MODEL_KEYS`
-        order), ``coefficient``, ``step_size`` or ``cfl``, then ``steps``.
+        order), ``coefficient``, ``step_size`` or ``cfl``, then ``steps``; or, when
+        those two vary together, one :data:`CASE` axis (values ``0 .. n-1``) in their
+        place.
+    zipped
+        The axes that vary together along :data:`CASE` (``zip:`` in the file):
+        ``coefficient`` and the step axis, each with one value per case; empty for a
+        full product.
     chunks
         Explicit runs per task along axes, ``((axis, size), ...)`` in axis order; axes
         not named are unchunked (``steps`` never is).
@@ -354,6 +366,7 @@ class Sweep:
     criteria: Criteria
     output: Output
     units: Units = Units()
+    zipped: tuple[Axis, ...] = ()
     text: str = field(default="", compare=False, repr=False)
     source: str = field(default="<string>", compare=False, repr=False)
 
@@ -391,8 +404,9 @@ class Sweep:
         return math.prod(self.shape)
 
     def axis(self, name: str) -> Axis:
-        """The axis called ``name``; ``KeyError`` naming the axes if there is none."""
-        for axis in self.axes:
+        """The axis called ``name``, a dimension or a zipped axis (its values along
+        :data:`CASE`); ``KeyError`` naming the axes if there is none."""
+        for axis in (*self.axes, *self.zipped):
             if axis.name == name:
                 return axis
         raise KeyError(
@@ -400,9 +414,41 @@ class Sweep:
         )
 
     @property
+    def zipped_names(self) -> tuple[str, ...]:
+        """Names of the axes that vary together along :data:`CASE` (empty if none)."""
+        return tuple(axis.name for axis in self.zipped)
+
+    def dim_of(self, name: str) -> str:
+        """The dimension axis ``name`` runs along: :data:`CASE` if zipped, else itself."""
+        return CASE if name in self.zipped_names else name
+
+    @property
     def step_axis(self) -> str:
         """``"step_size"`` or ``"cfl"``: which one is the swept time-step axis."""
-        return "cfl" if "cfl" in self.axis_names else "step_size"
+        return "cfl" if "cfl" in (*self.axis_names, *self.zipped_names) else "step_size"
+
+    @property
+    def run_dims(self) -> tuple[str, ...]:
+        """The dimensions over which the runs of one model vary: ``coefficient`` and
+        the step axis, or :data:`CASE` when they are zipped."""
+        if self.zipped:
+            return (CASE,)
+        return ("coefficient", self.step_axis)
+
+    @property
+    def runs_per_model(self) -> int:
+        """Runs that share one combination of swept model values."""
+        return math.prod(len(self.axis(name)) for name in self.run_dims)
+
+    def coefficient_and_step(self) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficient and step-axis value (``step_size`` or ``cfl``) of the runs of
+        one model, broadcastable to their grid: ``(n, 1)`` and ``(1, m)`` for a
+        product, ``(n,)`` and ``(n,)`` when zipped."""
+        coefficient = np.asarray(self.axis("coefficient").values, dtype=float)
+        step = np.asarray(self.axis(self.step_axis).values, dtype=float)
+        if self.zipped:
+            return coefficient, step
+        return coefficient[:, None], step[None, :]
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
@@ -532,11 +578,17 @@ class Sweep:
         sweep.to_dict()))`` equals ``sweep``.
         """
         model = {key: value for key, value in self.model_settings().items() if value is not None}
+        sweep: dict[str, Any] = {}
+        for axis in self.axes:
+            if axis.name == CASE:
+                sweep["zip"] = {zipped.name: list(zipped.values) for zipped in self.zipped}
+            else:
+                sweep[axis.name] = list(axis.values)
         document = {
             "name": self.name,
             "description": self.description,
             "model": model,
-            "sweep": {axis.name: list(axis.values) for axis in self.axes},
+            "sweep": sweep,
             "chunks": dict(self.chunks),
             "criteria": asdict(self.criteria),
             "output": asdict(self.output),
@@ -550,8 +602,8 @@ class Sweep:
 
         Keys sorted, no whitespace, floats by ``repr``, axes and chunks as ordered
         lists; comments, layout and key order of the YAML do not enter.  ``units``
-        enters only when given, so definitions without it keep the hash they had
-        before units existed.
+        and ``zip`` enter only when given, so definitions without them keep the hash
+        they had before either existed.
         """
         document: dict[str, Any] = {
             "format": "diffsweep-sweep-1",
@@ -565,6 +617,8 @@ class Sweep:
         }
         if not self.units.is_default:
             document["units"] = asdict(self.units)
+        if self.zipped:
+            document["zip"] = [[axis.name, list(axis.values)] for axis in self.zipped]
         return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     def model_settings(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pipeline.errors import SweepError
 from pipeline.sweep import yamltree
 from pipeline.sweep.definition import (
     BOUNDARIES,
+    CASE,
     DEFAULT_MEMORY_LIMIT,
     FIELDS,
     INITIALS,
@@ -41,6 +42,7 @@ from pipeline.sweep.definition import (
     SCHEMES,
     STEP_AXES,
     TIME_UNITS,
+    ZIPPABLE,
     Axis,
     Criteria,
     Model,
@@ -61,7 +63,7 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _DX_RANGE = (1e-150, 1e150)
 
 _TOP_KEYS = ("name", "description", "model", "sweep", "chunks", "criteria", "output", "units")
-_SWEEP_KEYS = ("coefficient", "step_size", "cfl", "steps", *MODEL_KEYS)
+_SWEEP_KEYS = ("coefficient", "step_size", "cfl", "steps", "zip", *MODEL_KEYS)
 _FORMS = ("linspace", "geomspace", "range")
 _FORM_KEYS = (*_FORMS, "num")
 _CRITERIA_KEYS = ("tolerance", "divergence")
@@ -347,14 +349,18 @@ class _Parser:
         sweep_key, sweep_node = top["sweep"]
         sweep_entries = self.entries(sweep_node, "sweep", _SWEEP_KEYS)
         fixed, model_specs = self.parse_model(top["model"][1], sweep_entries)
-        specs = model_specs + self.parse_sweep_axes(sweep_key, sweep_entries)
+        zipped_specs = self.parse_zip(sweep_entries)
+        specs = model_specs + self.parse_sweep_axes(sweep_key, sweep_entries, zipped_specs)
         axes = self.make_axes(specs, sweep_key)
+        zipped = tuple(Axis(spec.name, tuple(spec.materialise())) for spec in zipped_specs)
+        self.check_cases(zipped, sweep_entries)
         lengths = {axis.name: len(axis) for axis in axes}
         sweep = Sweep(
             name=name,
             description=description,
             model=Model(**fixed),
             axes=axes,
+            zipped=zipped,
             chunks=self.parse_chunks(top.get("chunks"), lengths),
             criteria=self.parse_criteria(self.optional_section(top, "criteria", _CRITERIA_KEYS)),
             output=self.parse_output(self.optional_section(top, "output", _OUTPUT_KEYS), lengths),
@@ -442,10 +448,114 @@ class _Parser:
                 specs.append(self.axis_spec(key, f"model.{key}", value_node))
         return fixed, specs
 
-    def parse_sweep_axes(self, sweep_key: ScalarNode, entries: Entries) -> list[_AxisSpec]:
-        """The ``coefficient``, ``step_size`` or ``cfl``, and ``steps`` axes, in that order."""
+    def parse_zip(self, entries: Entries) -> list[_AxisSpec]:
+        """``zip: {coefficient: [...], step_size: [...]}``: axes that vary together.
+
+        They become one dimension, :data:`~pipeline.sweep.CASE`, with one run per
+        position of the lists (which must be equally long); ``[]`` without ``zip``.
+        """
+        if "zip" not in entries:
+            return []
+        zip_key, node = entries["zip"]
+        if not isinstance(node, MappingNode):
+            raise self.fail(
+                "Expected a mapping of the axes that vary together, e.g. "
+                f"{{coefficient: [...], step_size: [...]}}. Got {describe(node)} instead.",
+                "sweep.zip",
+                node,
+            )
+        for key_node, _ in node.value:
+            key = key_node.value
+            if key == "steps":
+                raise self.fail(
+                    "steps are the checkpoints of every run, not a setting of one run; "
+                    "give steps beside zip, not in it.",
+                    "sweep.zip.steps",
+                    key_node,
+                )
+            if key in MODEL_KEYS:
+                raise self.fail(
+                    f"Only coefficient and step_size or cfl vary together; {key} changes the "
+                    f"arrays of a run, so sweep it as its own axis (sweep.{key}).",
+                    f"sweep.zip.{key}",
+                    key_node,
+                )
+        zipped = self.entries(node, "sweep.zip", ZIPPABLE)
+        if "step_size" in zipped and "cfl" in zipped:
+            raise self.fail(
+                "Expected exactly one of step_size or cfl. Got both instead.",
+                "sweep.zip.cfl",
+                zipped["cfl"][0],
+            )
+        if len(zipped) < 2:
+            given = " ".join(zipped) or "nothing"
+            missing = "step_size or cfl" if "coefficient" in zipped else "coefficient"
+            raise self.fail(
+                "Expected the axes that vary together: coefficient and step_size or cfl. "
+                f"Got {given} instead; add {missing}.",
+                "sweep.zip",
+                zip_key,
+            )
         specs = []
-        for key in ("coefficient", "step", "steps"):
+        for key in ZIPPABLE:
+            if key in zipped:
+                path = f"sweep.zip.{key}"
+                self.key_nodes[key] = (path, zipped[key][0])
+                specs.append(self.axis_spec(key, path, zipped[key][1], unique=False))
+        first = specs[0]
+        for spec in specs[1:]:
+            if spec.length != first.length:
+                raise self.fail(
+                    f"Expected {first.length} values, as many as {first.path} (line "
+                    f"{yamltree.line(first.node)}): zipped axes pair their values one by one. "
+                    f"Got {spec.length} instead.",
+                    spec.path,
+                    spec.node,
+                )
+        return specs
+
+    def check_cases(self, zipped: tuple[Axis, ...], entries: Entries) -> None:
+        """Refuse a case given twice (the same values of every zipped axis): one run twice."""
+        first: dict[tuple[Any, ...], int] = {}
+        for i, case in enumerate(zip(*(axis.values for axis in zipped), strict=True)):
+            if case in first:
+                values = " with ".join(f"{axis.name} {show(value)}" for axis, value in zip(zipped, case, strict=True))
+                raise self.fail(
+                    f"Expected every case once. Got {values} at positions {first[case]} and {i} "
+                    "instead (the same run twice).",
+                    "sweep.zip",
+                    entries["zip"][0],
+                )
+            first[case] = i
+
+    def parse_sweep_axes(
+        self, sweep_key: ScalarNode, entries: Entries, zipped: Sequence[_AxisSpec] = ()
+    ) -> list[_AxisSpec]:
+        """The ``coefficient``, ``step_size`` or ``cfl``, and ``steps`` axes, in that
+        order; the ``case`` axis in place of the first two when they are ``zipped``."""
+        specs = []
+        zipped_names = [spec.name for spec in zipped]
+        for name in STEP_AXES if zipped_names else ():
+            if name in entries and name not in zipped_names:  # the other way of giving the step
+                other = next(n for n in zipped_names if n in STEP_AXES)
+                raise self.fail(
+                    f"Expected exactly one of step_size or cfl. Got {other} in zip (line "
+                    f"{yamltree.line(self.key_nodes[other][1])}) and {name} here instead.",
+                    f"sweep.{name}",
+                    entries[name][0],
+                )
+        for name in zipped_names:
+            if name in entries:
+                raise self.fail(
+                    f"{name!r} varies in zip (line {yamltree.line(self.key_nodes[name][1])}) "
+                    "and is swept here too; give it in one place.",
+                    f"sweep.{name}",
+                    entries[name][0],
+                )
+        if zipped:
+            length = zipped[0].length
+            specs.append(_AxisSpec(CASE, "sweep.zip", zipped[0].node, length, lambda: list(range(length))))
+        for key in ("steps",) if zipped else ("coefficient", "step", "steps"):
             if key == "step":
                 given = [name for name in STEP_AXES if name in entries]
                 if len(given) == 2:
@@ -525,6 +635,8 @@ class _Parser:
         if key not in axis_lengths:
             chunkable = [name for name in axis_lengths if name != "steps"]
             hint = " (it is not swept here)." if key in _SWEEP_KEYS else _suggest(key, chunkable)
+            if key in ZIPPABLE and CASE in axis_lengths:
+                hint = f" (it is zipped: its runs lie along {CASE!r}; chunk {CASE})."
             raise self.fail(
                 f"Expected an axis name. Got {key!r} instead{hint} "
                 f"Axes that can be chunked: {', '.join(chunkable)}.",
@@ -805,13 +917,16 @@ class _Parser:
 
     # ---- axes
 
-    def axis_spec(self, key: str, path: str, node: Node) -> _AxisSpec:
-        """Read the axis ``key`` at ``node``: a scalar, a list or a generating form."""
+    def axis_spec(self, key: str, path: str, node: Node, unique: bool = True) -> _AxisSpec:
+        """Read the axis ``key`` at ``node``: a scalar, a list or a generating form.
+
+        ``unique=False`` lets values repeat (a zipped axis: its cases must differ, not
+        its values)."""
         if isinstance(node, ScalarNode):
             return self.scalar_axis(key, path, node)
         if isinstance(node, SequenceNode):
-            return self.list_axis(key, path, node)
-        return self.axis_form(key, path, node)
+            return self.list_axis(key, path, node, unique)
+        return self.axis_form(key, path, node, unique)
 
     def scalar_axis(self, key: str, path: str, node: ScalarNode) -> _AxisSpec:
         value = scalar(node)
@@ -825,7 +940,7 @@ class _Parser:
         values = [self.element(key, value, path, node)]
         return _AxisSpec(key, path, node, 1, lambda: values)
 
-    def list_axis(self, key: str, path: str, node: SequenceNode) -> _AxisSpec:
+    def list_axis(self, key: str, path: str, node: SequenceNode, unique: bool = True) -> _AxisSpec:
         if not node.value:
             raise self.fail("Expected at least one value. Got an empty list instead.", path, node)
         values = []
@@ -835,18 +950,18 @@ class _Parser:
             value = self.element(
                 key, self.value(item, item_path, "a single value"), item_path, item
             )
-            if value in first_index:
+            if unique and value in first_index:
                 raise self.fail(
                     f"Expected unique values. Got {show(value)} again "
                     f"(it is also at index {first_index[value]}) instead.",
                     item_path,
                     item,
                 )
-            first_index[value] = i
+            first_index.setdefault(value, i)
             values.append(value)
         return _AxisSpec(key, path, node, len(values), lambda: values)
 
-    def axis_form(self, key: str, path: str, node: Node) -> _AxisSpec:
+    def axis_form(self, key: str, path: str, node: Node, unique: bool = True) -> _AxisSpec:
         if _KINDS[key].type == "choice":
             raise self.fail(
                 f"Expected a name or a list of names. Got {describe(node)} instead.", path, node
@@ -876,7 +991,7 @@ class _Parser:
                 f"{path}.num",
                 entries[form][0],
             )
-        return self.spaced_spec(key, path, form, entries)
+        return self.spaced_spec(key, path, form, entries, unique)
 
     def check_form_names(self, path: str, node: Node) -> None:
         """Name the form meant by numpy words that are not forms here (``logspace``, ``arange``)."""
@@ -908,7 +1023,9 @@ class _Parser:
                     key_node,
                 )
 
-    def spaced_spec(self, key: str, path: str, form: str, entries: Entries) -> _AxisSpec:
+    def spaced_spec(
+        self, key: str, path: str, form: str, entries: Entries, unique: bool = True
+    ) -> _AxisSpec:
         """``{linspace: [a, b], num: n}`` or ``{geomspace: [a, b], num: n}``."""
         form_path = f"{path}.{form}"
         form_node = entries[form][1]
@@ -946,7 +1063,7 @@ class _Parser:
                 values = [int(v) for v in rounded.tolist()]
             else:
                 values = [float(v) for v in array.tolist()]
-            if len(set(values)) != len(values):
+            if unique and len(set(values)) != len(values):
                 duplicate = next(v for i, v in enumerate(values) if v in values[:i])
                 raise self.fail(
                     f"Expected unique values. Got {show(duplicate)} more than once from "
