@@ -3,7 +3,8 @@
 A *block* is a rectangle of the parameter grid: one value of every swept model key
 (scheme, grid, boundary, initial condition — they change the arrays, so they split
 blocks), a range of coefficients, a range of step sizes (or CFL numbers) — or, when
-the two are zipped, a range of ``case`` — and every step count (one trajectory serves every checkpoint, so ``steps`` is never chunked).
+the two are zipped, a range of ``case`` — and every step count (one trajectory serves
+every checkpoint, so ``steps`` is never chunked).
 One block is one task and one zarr chunk of every variable. :func:`plan` decides the
 blocks before anything runs and returns a frozen :class:`Plan`, which also carries the
 store's :class:`~pipeline.layout.ResultLayout`.
@@ -219,7 +220,7 @@ class Plan:
             limit = model.stability_limit
             if model.step_size_limit is not None:  # langevin: k dt >= 2 whatever D
                 dt = step_size_from_cfl(coefficient, step, model.dx) if sweep.step_axis == "cfl" else step
-                over = np.broadcast_to(dt >= model.step_size_limit, (coefficient.size, step.size))
+                over = np.broadcast_to(dt >= model.step_size_limit, runs)
                 unstable += int(np.count_nonzero(over))
                 continue
             if limit is None:
