@@ -313,34 +313,6 @@ def run_sweep(
 ) -> RunSummary:
     """Compute every block of ``plan`` not yet in the store at ``url``, holding its lock.
 
-    Parameters are those of :func:`_run_sweep`, which does the work.
-
-    Raises
-    ------
-    StoreBusyError
-        Another run is writing the store (see :mod:`pipeline.store_lock`).
-    """
-    with holding_lock(url, storage_options):
-        return _run_sweep(
-            plan, url, executor=executor, resume=resume, overwrite=overwrite,
-            storage_options=storage_options, progress=progress, on_start=on_start, repair=repair,
-        )
-
-
-def _run_sweep(
-    plan: Plan,
-    url: str,
-    *,
-    executor: Executor | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    storage_options: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-    on_start: Callable[[int], None] | None = None,
-    repair: bool = False,
-) -> RunSummary:
-    """Compute every block of ``plan`` not yet in the store at ``url``.
-
     Parameters
     ----------
     plan
@@ -359,50 +331,56 @@ def _run_sweep(
     repair
         With ``resume``: decode every chunk of the stored blocks first and recompute
         the damaged ones (without it, only a quick check: see :func:`prepare_store`).
+
+    Raises
+    ------
+    StoreBusyError
+        Another run is writing the store (see :mod:`pipeline.store_lock`).
     """
-    started = time.perf_counter()
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    todo = prepare_store(
-        url, plan, resume=resume, overwrite=overwrite, repair=repair, storage_options=storage_options
-    )
-    if on_start is not None:
-        on_start(len(todo))
-    executor = InProcessExecutor() if executor is None else executor
-    workers = executor.parallelism
-    finished: list[BlockSummary] = []
-    failed: list[BlockFailure] = []
-
-    def block_done(summary: BlockSummary) -> None:
-        finished.append(summary)
-        if progress is not None:
-            progress(summary)
-
-    def summarise(whole_store: bool) -> RunSummary:
-        return _summary(plan, url, finished, len(todo), time.perf_counter() - started, workers,
-                        store_counts=store.status_counts(url, storage_options) if whole_store else None,
-                        failures=failed)
-
-    if not todo:  # a resumed complete store: nothing is computed, nothing written
-        return summarise(whole_store=True)
-    try:
-        executor.execute(
-            plan, todo, store.BlockWriter(url, dict(storage_options or {})), progress=block_done, failed=failed
+    with holding_lock(url, storage_options):
+        started = time.perf_counter()
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        todo = prepare_store(
+            url, plan, resume=resume, overwrite=overwrite, repair=repair, storage_options=storage_options
         )
-    except BaseException as error:
-        # the blocks that finished are in the store; say so in its history, if it can still be written
-        outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed: {type(error).__name__}"
+        if on_start is not None:
+            on_start(len(todo))
+        executor = InProcessExecutor() if executor is None else executor
+        workers = executor.parallelism
+        finished: list[BlockSummary] = []
+        failed: list[BlockFailure] = []
+
+        def block_done(summary: BlockSummary) -> None:
+            finished.append(summary)
+            if progress is not None:
+                progress(summary)
+
+        def summarise(whole_store: bool) -> RunSummary:
+            return _summary(plan, url, finished, len(todo), time.perf_counter() - started, workers,
+                            store_counts=store.status_counts(url, storage_options) if whole_store else None,
+                            failures=failed)
+
+        if not todo:  # a resumed complete store: nothing is computed, nothing written
+            return summarise(whole_store=True)
         try:
-            entry = summarise(whole_store=False).history_entry(started_at, _now(), outcome)
-            store.append_run_history(url, entry, storage_options)
-        except Exception as unrecorded:  # a full disk, a lost connection: the error itself matters
-            log.debug("run history not updated: %s: %s", type(unrecorded).__name__, unrecorded)
-        raise
-    if failed or store.failures(url, storage_options):  # flag them; forget those retried successfully
-        store.record_failures(url, plan, failed, storage_options)
-    summary = summarise(whole_store=len(finished) < plan.n_blocks)
-    outcome = f"finished, {len(failed)} block{'s' if len(failed) != 1 else ''} failed" if failed else "finished"
-    store.append_run_history(url, summary.history_entry(started_at, _now(), outcome), storage_options)
-    return summary
+            executor.execute(
+                plan, todo, store.BlockWriter(url, dict(storage_options or {})), progress=block_done, failed=failed
+            )
+        except BaseException as error:
+            # the blocks that finished are in the store; say so in its history, if it can still be written
+            outcome = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed: {type(error).__name__}"
+            try:
+                entry = summarise(whole_store=False).history_entry(started_at, _now(), outcome)
+                store.append_run_history(url, entry, storage_options)
+            except Exception as unrecorded:  # a full disk, a lost connection: the error itself matters
+                log.debug("run history not updated: %s: %s", type(unrecorded).__name__, unrecorded)
+            raise
+        if failed or store.failures(url, storage_options):  # flag them; forget those retried successfully
+            store.record_failures(url, plan, failed, storage_options)
+        summary = summarise(whole_store=len(finished) < plan.n_blocks)
+        outcome = f"finished, {len(failed)} block{'s' if len(failed) != 1 else ''} failed" if failed else "finished"
+        store.append_run_history(url, summary.history_entry(started_at, _now(), outcome), storage_options)
+        return summary
 
 
 def _now() -> str:

@@ -22,13 +22,10 @@ __all__ = [
     "jobqueue_cluster",
 ]
 
-#: ``cluster`` kind -> dask-jobqueue cluster class name
+#: ``cluster`` kind -> dask-jobqueue cluster class name (``slurm`` -> ``SLURMCluster``)
 JOBQUEUE_KINDS: dict[str, str] = {
-    "slurm": "SLURMCluster",
-    "pbs": "PBSCluster",
-    "sge": "SGECluster",
-    "lsf": "LSFCluster",
-    "htcondor": "HTCondorCluster",
+    name.removesuffix("Cluster").lower(): name
+    for name in ("SLURMCluster", "PBSCluster", "SGECluster", "LSFCluster", "HTCondorCluster")
 }
 
 #: Placeholder for the scheduler address in a job script printed before anything runs.

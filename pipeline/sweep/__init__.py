@@ -35,61 +35,8 @@ Examples
 
 from __future__ import annotations
 
-from pipeline.sweep.definition import (
-    BOUNDARIES,
-    CASE,
-    DEFAULT_MEMORY_LIMIT,
-    FIELDS,
-    INITIALS,
-    LENGTH_UNITS,
-    MAX_AXIS_LENGTH,
-    MAX_RESULTS,
-    MAX_STEPS,
-    MAX_TEXT_BYTES,
-    MODEL_KEYS,
-    PARTICLE_KEYS,
-    PARTICLE_SCHEMES,
-    SCHEMES,
-    STEP_AXES,
-    WORKER_BASELINE_BYTES,
-    TIME_UNITS,
-    ZIPPABLE,
-    Axis,
-    Criteria,
-    Model,
-    Output,
-    RunModel,
-    Sweep,
-    Units,
-)
+from pipeline.sweep import definition
+from pipeline.sweep.definition import *  # noqa: F403 (the value objects and limits, re-exported)
 from pipeline.sweep.parser import load_sweep, parse_sweep
 
-__all__ = [
-    "BOUNDARIES",
-    "CASE",
-    "DEFAULT_MEMORY_LIMIT",
-    "FIELDS",
-    "INITIALS",
-    "LENGTH_UNITS",
-    "MAX_AXIS_LENGTH",
-    "MAX_RESULTS",
-    "MAX_STEPS",
-    "MAX_TEXT_BYTES",
-    "MODEL_KEYS",
-    "PARTICLE_KEYS",
-    "PARTICLE_SCHEMES",
-    "SCHEMES",
-    "STEP_AXES",
-    "WORKER_BASELINE_BYTES",
-    "TIME_UNITS",
-    "ZIPPABLE",
-    "Axis",
-    "Criteria",
-    "Model",
-    "Output",
-    "RunModel",
-    "Sweep",
-    "Units",
-    "load_sweep",
-    "parse_sweep",
-]
+__all__ = [*definition.__all__, "load_sweep", "parse_sweep"]

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -104,13 +104,15 @@ Entries = dict[str, tuple[ScalarNode, Node]]
 # --------------------------------------------------------------------------- entry points
 
 
-def load_sweep(
-    path: str | PathLike[str],
-    *,
-    memory_limit: int | None = None,
-    overrides: Sequence[str] = (),
-    worker_baseline: int = 0,
-) -> Sweep:
+class ParseOptions(TypedDict, total=False):
+    """The options :func:`load_sweep` passes on to :func:`parse_sweep`."""
+
+    memory_limit: int | None
+    overrides: Sequence[str]
+    worker_baseline: int
+
+
+def load_sweep(path: str | PathLike[str], **options: Unpack[ParseOptions]) -> Sweep:
     """Read and validate the sweep definition in the file ``path``.
 
     Parameters
@@ -119,10 +121,8 @@ def load_sweep(
         A YAML file of at most :data:`~pipeline.sweep.MAX_TEXT_BYTES` (1 MiB), or
         ``"-"`` for standard input.  Whatever the file is (regular file, pipe, device),
         at most one byte more than the limit is read.
-    memory_limit, worker_baseline
-        As in :func:`parse_sweep`.
-    overrides
-        ``KEY=VALUE`` strings applied to the definition, as in :func:`parse_sweep`.
+    **options
+        ``memory_limit``, ``overrides`` and ``worker_baseline``, as in :func:`parse_sweep`.
 
     Raises
     ------
@@ -138,9 +138,7 @@ def load_sweep(
             f"Expected UTF-8 text. Got an undecodable byte at offset {error.start} instead.",
             source=source,
         ) from None
-    return parse_sweep(
-        text, source=source, memory_limit=memory_limit, overrides=overrides, worker_baseline=worker_baseline
-    )
+    return parse_sweep(text, source=source, **options)
 
 
 def parse_sweep(
