@@ -236,7 +236,8 @@ def _expected_attributes(plan: Plan) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values (tuples as lists, NaN equal to NaN, True not equal to 1)."""
+    """Equal as JSON values (tuples and arrays as lists, NaN equal to NaN, True not equal to 1)."""
+    a, b = (x.tolist() if isinstance(x, np.ndarray | np.generic) else x for x in (a, b))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, bool) or isinstance(b, bool):
