@@ -370,8 +370,9 @@ def _coordinate_problems(group: zarr.Group, files: set[str], consolidated: Mappi
             continue
         want = np.asarray(value.values)
         equal = (
-            np.array_equal(stored.astype(str), want.astype(str))
-            if want.dtype.kind in "OUS"
+            # zarr 3 reads strings as numpy's StringDType, which does not cast to "<U"
+            stored.shape == want.shape and list(map(str, stored.ravel())) == list(map(str, want.ravel()))
+            if want.dtype.kind in "OUST"
             else stored.shape == want.shape and np.array_equal(stored, want, equal_nan=True)
         )
         if not equal:
