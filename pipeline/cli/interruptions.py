@@ -246,6 +246,8 @@ class _TaskNoise(logging.Filter):
             message = record.getMessage()
         except Exception:  # a record that cannot be formatted is not ours to judge
             return True
+        if record.name == "distributed.worker.state_machine" and message.endswith("ended with CancelledError"):
+            return False  # a transfer of a task's input cancelled by this run (the key is elided)
         return TASK_KEY_MARK not in message
 
 
@@ -255,7 +257,8 @@ class QuietTaskLogs(WorkerPlugin):
     A block that fails (a full disk, say) is reported by ``diffsweep run`` in one
     line; the worker's "Compute Failed" report and its warnings about cancelled
     diffsweep tasks would repeat it at length on the same terminal. This drops
-    records naming a diffsweep task key and, once the worker closes, everything it
+    records naming a diffsweep task key or a cancelled transfer of a task's input,
+    and, once the worker closes, everything it
     logs (it is being shut down by this run).  Other records, such as memory warnings,
     pass.  Registered by name, so each worker, including restarted ones, has it once.
     """
