@@ -164,3 +164,7 @@ def first_line(error: BaseException) -> str:
     """The first line of ``error``'s message, or its type's name if it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class RefineError(DiffsweepError, ValueError):
+    """A refinement cannot be made as asked: an axis that is not swept, a tolerance out of range."""

@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "pipeline.cli.verify:verify",
     "map": "pipeline.cli.map:map_command",
     "recommend": "pipeline.cli.recommend:recommend",
+    "refine": "pipeline.cli.refine:refine",
 }
 
 DEBUG_KEY = "diffsweep.debug"
@@ -121,6 +122,7 @@ def cli() -> None:
       diffsweep run  sweeps/ftcs-1d-stability.yaml -o ftcs.zarr
       diffsweep status ftcs.zarr
       diffsweep verify ftcs.zarr                             # every chunk against the records
+      diffsweep refine ftcs.zarr                             # bisect every stability edge
       diffsweep map ftcs.zarr -o maps/ --html               # stability maps with theory
       diffsweep recommend ftcs.zarr                          # best settings per coefficient
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pipeline.compute import ATTEMPTS, BlockFailure, BlockSummary, Progress, Sink, describe_error, is_fatal, run_block
@@ -121,6 +122,21 @@ class DaskExecutor:
             f"was estimated at {format_bytes(estimate)} plus a worker baseline of about "
             f"{format_bytes(WORKER_BASELINE_BYTES)}: use smaller chunks or workers with more memory"
         )
+
+    def map(self, function: Callable[..., Any], items: Sequence[Any], *, name: str) -> list[Any]:
+        """Submit ``function(item, threads=1)`` for every item as one batch and gather the
+        results in order. Keys are ``name-0``, ``name-1``, ...; the function must accept
+        ``threads`` (numba threads per task: one per task on a worker)."""
+        client = self.client
+        futures = client.map(
+            partial(function, threads=1), list(items), key=[f"{name}-{i}" for i in range(len(items))],
+            pure=False, retries=1,
+        )
+        try:
+            return list(client.gather(futures))
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def _the_plan(plan: Plan) -> Plan:

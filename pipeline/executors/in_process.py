@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from pipeline.compute import (
     ATTEMPTS,
@@ -50,6 +51,10 @@ class InProcessExecutor:
             if progress is not None:
                 progress(summary)
         return summaries
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any], *, name: str) -> list[Any]:
+        """``function`` applied to each item in turn (``name`` is unused here)."""
+        return [function(item) for item in items]
 
 
 def _attempts(plan: Plan, block: Block, sink: Sink, failed: list[BlockFailure] | None) -> BlockSummary | None:
