@@ -22,7 +22,7 @@ from pipeline.numerics import initial_condition
 from pipeline.numerics.philox import stream_key
 from pipeline.particle_diagnostics import PARTICLE_MEASURES, measure_particles
 from pipeline.planning import Block, Plan
-from pipeline.sweep import RunModel
+from pipeline.sweep import Criteria, RunModel
 
 __all__ = [
     "BlockFailure",
@@ -32,6 +32,7 @@ __all__ = [
     "compute_block",
     "describe_error",
     "is_fatal",
+    "measure_runs",
     "run_block",
     "stream_keys",
 ]
@@ -98,39 +99,75 @@ def stream_keys(model: RunModel, coefficient: np.ndarray, step_axis: str, step: 
     )
 
 
+def measure_runs(
+    model: RunModel,
+    coefficient: np.ndarray,
+    step_axis: str,
+    step: np.ndarray,
+    checkpoints: list[int],
+    *,
+    criteria: Criteria,
+    keep_fields: str = "none",
+) -> dict[str, np.ndarray]:
+    """Integrate and measure a batch of runs of one model at ``checkpoints``.
+
+    Grid schemes go through :func:`pipeline.diagnostics.measure_trajectory`, particle
+    schemes through :func:`pipeline.particle_diagnostics.measure_particles` with each
+    run's random stream keyed by its coordinates (:func:`stream_keys`), so a run gives
+    the same result whether a block of ``diffsweep run`` or a probe of ``diffsweep
+    refine`` computes it.
+
+    Parameters
+    ----------
+    model
+        The model every run shares.
+    coefficient, step
+        ``(runs,)`` each: the coefficient and the value on the step axis of every run.
+    step_axis
+        ``"step_size"`` or ``"cfl"``: what ``step`` holds.
+    checkpoints
+        Strictly increasing step counts.
+    criteria
+        The sweep's classification thresholds.
+    keep_fields
+        As for ``measure_trajectory``.
+    """
+    grid = model.grid
+    coefficient = np.asarray(coefficient, dtype=float)
+    step = np.asarray(step, dtype=float)
+    step_size = step_size_from_cfl(coefficient, step, grid.dx) if step_axis == "cfl" else step
+    initial = initial_condition(model.initial, grid, seed=model.seed)
+    arguments = (model.scheme, model.boundary, grid, initial, coefficient, step_size, list(checkpoints))
+    if model.moves_particles:
+        return measure_particles(
+            *arguments,
+            particles=model.particles,
+            confinement=model.confinement,
+            keys=stream_keys(model, coefficient, step_axis, step),
+            tolerance=criteria.tolerance,
+            divergence=criteria.divergence,
+            keep_fields=keep_fields,
+        )
+    return measure_trajectory(*arguments, tolerance=criteria.tolerance, divergence=criteria.divergence, keep_fields=keep_fields)
+
+
 def compute_block(plan: Plan, block: Block) -> xr.Dataset:
     """Integrate and measure every run of ``block``; the result has the layout's variables."""
     sweep = plan.sweep
     model = plan.run_model(block)
-    grid = model.grid
     coords = plan.layout.axis_coordinates(block)
     coefficient = coords["coefficient"].astype(float)
     step = coords[sweep.step_axis].astype(float)
     if not sweep.zipped:  # every pair of the block's coefficients and steps; zipped: one per case
         coefficient, step = np.meshgrid(coefficient, step, indexing="ij")
-    step_size = step_size_from_cfl(coefficient, step, grid.dx) if sweep.step_axis == "cfl" else step
-    initial = initial_condition(model.initial, grid, seed=model.seed)
-    arguments = (
-        model.scheme, model.boundary, grid, initial, coefficient.ravel(), step_size.ravel(), list(sweep.checkpoints)
+    measured = measure_runs(
+        model, coefficient.ravel(), sweep.step_axis, step.ravel(), list(sweep.checkpoints),
+        criteria=sweep.criteria, keep_fields=sweep.output.fields,
     )
-    tolerance, divergence = sweep.criteria.tolerance, sweep.criteria.divergence
-    keep_fields = sweep.output.fields
-    if model.moves_particles:
-        measured = measure_particles(
-            *arguments,
-            particles=model.particles,
-            confinement=model.confinement,
-            keys=stream_keys(model, coefficient, sweep.step_axis, step),
-            tolerance=tolerance,
-            divergence=divergence,
-            keep_fields=keep_fields,
-        )
-    else:
-        measured = measure_trajectory(*arguments, tolerance=tolerance, divergence=divergence, keep_fields=keep_fields)
-        if sweep.has_particles:  # a grid run in a sweep that also moves particles
-            runs, n_checkpoints = measured["status"].shape
-            measured.update({name: np.full((runs, n_checkpoints), np.nan) for name in PARTICLE_MEASURES})
-            measured["reason"] = np.zeros((runs, n_checkpoints), dtype=np.int8)
+    if not model.moves_particles and sweep.has_particles:  # a grid run in a sweep that also moves particles
+        runs, n_checkpoints = measured["status"].shape
+        measured.update({name: np.full((runs, n_checkpoints), np.nan) for name in PARTICLE_MEASURES})
+        measured["reason"] = np.zeros((runs, n_checkpoints), dtype=np.int8)
     return plan.layout.block_dataset(block, measured)
 
 

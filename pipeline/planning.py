@@ -53,6 +53,7 @@ __all__ = [
     "Block",
     "Plan",
     "plan",
+    "run_seconds",
     "seconds_per_run",
 ]
 
@@ -254,6 +255,12 @@ class Plan:
 
 def seconds_per_run(sweep: Sweep, model: RunModel) -> float:
     """Rough single-core seconds of one run of ``model`` to the sweep's last step count."""
+    return run_seconds(model, sweep.checkpoints[-1], len(sweep.checkpoints))
+
+
+def run_seconds(model: RunModel, steps: int, n_checkpoints: int = 1) -> float:
+    """Rough single-core seconds of one run of ``model`` to ``steps``, measured at ``n_checkpoints``
+    step counts (from the kernel rates measured in benchmarks/)."""
     cells = model.cells_total
     if model.moves_particles:
         per_step = (
@@ -261,11 +268,9 @@ def seconds_per_run(sweep: Sweep, model: RunModel) -> float:
             if model.scheme == "random-walk"
             else LANGEVIN_SECONDS_PER_PARTICLE_STEP_AXIS
         )
-        steps, n_checkpoints = sweep.checkpoints[-1], len(sweep.checkpoints)
         return model.particles * (model.dims * steps * per_step + n_checkpoints * HISTOGRAM_SECONDS_PER_PARTICLE)
     if model.scheme == "ftcs":
-        return cells * sweep.checkpoints[-1] * EXPLICIT_SECONDS_PER_CELL_UPDATE
-    n_checkpoints = len(sweep.checkpoints)
+        return cells * steps * EXPLICIT_SECONDS_PER_CELL_UPDATE
     return cells * (2 * n_checkpoints + 2) * SPECTRAL_SECONDS_PER_CELL * (1 + math.log2(cells) / 8)
 
 

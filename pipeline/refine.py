@@ -33,12 +33,14 @@ import xarray as xr
 import zarr
 
 from pipeline import __version__, store
+from pipeline.diagnostics import EQUILIBRIUM
 from pipeline.errors import RefineError, StoreError
 from pipeline.executors import Executor, InProcessExecutor
 from pipeline.layout import COORDINATE_ATTRIBUTES
 from pipeline.search import (
     EDGES,
     FOUND,
+    GOLDEN,
     MAX_EXTENSION,
     NOT_SEARCHED,
     STABLE_THROUGHOUT,
@@ -50,6 +52,7 @@ from pipeline.search import (
     beyond_edge,
     evaluate,
     probe_tasks,
+    rounds_to_converge,
     seconds_per_probe,
 )
 from pipeline.sweep import RunModel, Sweep, parse_sweep
@@ -148,8 +151,9 @@ def variables(request: Request, axis: str) -> dict[str, dict[str, Any]]:
     return {
         "cheapest_value": {"long_name": f"{axis} reaching equilibrium in the fewest steps", "units": units},
         "cheapest_steps_to_equilibrium": {
-            "long_name": "first step at equilibrium of the cheapest value (-1: never within the largest step count)",
+            "long_name": "first step at equilibrium of the cheapest value (exact)",
             "units": "1",
+            "comment": "the largest step count + 1 means no value tried reached equilibrium within the largest step count",
         },
         "cheapest_bracket_low": {"long_name": f"lower end of the bracket around the cheapest {axis}", "units": units},
         "cheapest_bracket_high": {"long_name": f"upper end of the bracket around the cheapest {axis}", "units": units},
@@ -218,7 +222,9 @@ class Refinement:
     """A checked refinement, ready to run or to estimate; nothing has been written yet.
 
     Built by :func:`prepare`. ``search`` holds the state: from the stored ``refine``
-    group when this target was refined before, else from the stored sweep.
+    group when this target was refined before, else from the stored sweep (for the
+    cheapest target on a store without ``steps_to_equilibrium``, from a first round
+    that runs the swept values again: ``scan``).
     """
 
     url: str
@@ -229,6 +235,9 @@ class Refinement:
     search: Search
     resumed: bool
     previous: dict[str, Any] = field(default_factory=dict)
+    #: cheapest target on a store without ``steps_to_equilibrium``: the first round runs
+    #: every swept value of every column to find the starting brackets
+    scan: bool = False
 
     @property
     def axis(self) -> str:
@@ -261,7 +270,6 @@ def prepare(url: str, request: Request, storage_options: Mapping[str, Any] | Non
     StoreError
         Nothing, or not a diffsweep store, is at ``url``; the store is incomplete; its
         definition does not match its hash; its ``refine`` group is not this sweep's;
-        ``cheapest`` is asked of a store without ``steps_to_equilibrium``.
     """
     request.check()
     attrs = store.read_attributes(url, storage_options)
@@ -283,12 +291,18 @@ def prepare(url: str, request: Request, storage_options: Mapping[str, Any] | Non
     columns = Columns.of(sweep, request.target)
     search_range = SearchRange.around(columns.values, request.rtol)
     stored = _stored_state(url, storage_options, sweep, request, columns)
+    search: Search
     if stored is not None:
         search, previous = _search_from_state(request, stored, search_range)
         return Refinement(url, storage_options, request, sweep, columns, search, True, previous)
     results = xr.open_zarr(url, storage_options=dict(storage_options) if storage_options else None)
-    search = _search_from_results(results, sweep, request, columns, search_range)
-    return Refinement(url, storage_options, request, sweep, columns, search, False)
+    scan = request.target == "cheapest" and "steps_to_equilibrium" not in results.data_vars
+    if scan:  # nothing stored to start from: a placeholder until the first round has run
+        never = np.full((columns.size, columns.values.size), -1)
+        search = CheapestSearch.from_sweep(columns.values, never, rtol=request.rtol, search=search_range)
+    else:
+        search = _search_from_results(results, sweep, request, columns, search_range)
+    return Refinement(url, storage_options, request, sweep, columns, search, False, scan=scan)
 
 
 def _column_order(results: xr.Dataset, variable: str, sweep: Sweep, columns: Columns) -> np.ndarray:
@@ -306,13 +320,11 @@ def _search_from_results(
     if request.target == "edge":
         status = _column_order(results, "status", sweep, columns)
         return EdgeSearch.from_sweep(columns.values, beyond_edge(status, request.edge), rtol=request.rtol, search=search_range)
-    if "steps_to_equilibrium" not in results.data_vars:
-        raise StoreError(
-            "the store has no steps_to_equilibrium variable, which the cheapest target starts from; "
-            "rerun the sweep into a new store with a diffsweep that writes it"
-        )
     first = _column_order(results, "steps_to_equilibrium", sweep, columns)
-    return CheapestSearch.from_sweep(columns.values, first, rtol=request.rtol, search=search_range)
+    status = _column_order(results, "status", sweep, columns)  # at the largest step count
+    horizon = columns.steps[:, None]
+    settled = (status == EQUILIBRIUM) & (first <= horizon)
+    return CheapestSearch.from_sweep(columns.values, np.where(settled, first, -1), rtol=request.rtol, search=search_range)
 
 
 def _open_root(url: str, storage_options: Mapping[str, Any] | None, mode: Literal["r", "r+"]) -> zarr.Group:
@@ -344,6 +356,7 @@ def _stored_state(
             raise StoreError(f"{_refusal_prefix(url)}: {GROUP}/{name} does not have the shape {columns.shape}")
         state[name] = np.asarray(array[...]).reshape(-1)
     state["attrs"] = dict(group.attrs)
+    state["horizon"] = columns.steps
     return state
 
 
@@ -358,6 +371,7 @@ def _search_from_state(request: Request, state: dict[str, Any], search_range: Se
         return EdgeSearch(low, high, search_range, iterations, runs), previous
     best = state["cheapest_value"]
     best_steps = state["cheapest_steps_to_equilibrium"]
+    best_steps = np.where(best_steps > state["horizon"], -1, best_steps)
     return CheapestSearch(low, high, best, best_steps, search_range, iterations, runs), previous
 
 
@@ -428,10 +442,18 @@ def estimate(refinement: Refinement) -> Estimate:
     fewest, most = search.rounds_left()
     opened = search.open()
     extending = opened & (np.isnan(search.low) | np.isnan(search.high))
+    values = columns.values
+    if refinement.scan:
+        # one round of every swept value, then golden section from a bracket of two grid steps
+        widest = float(np.max(values[1:] / values[:-1])) ** 2 if values.size > 1 and values[0] > 0 else 2.0
+        golden = int(rounds_to_converge(np.array([1.0]), np.array([widest]), refinement.request.rtol, True, 1.0 - GOLDEN)[0])
+        fewest = np.full(columns.size, values.size)
+        most = np.full(columns.size, values.size + golden + 1)
+        opened = np.ones(columns.size, dtype=bool)
+        extending = np.zeros(columns.size, dtype=bool)
     per_run = np.array(
         [seconds_per_probe(columns.models[m], int(n)) for m, n in zip(columns.model_index, columns.steps, strict=True)]
     )
-    values = columns.values
     if values.size > 1 and values[0] > 0:
         dense_per_column = math.ceil(math.log(values[-1] / values[0]) / math.log1p(refinement.request.rtol)) + 1
     else:
@@ -444,7 +466,7 @@ def estimate(refinement: Refinement) -> Estimate:
         open_columns=int(opened.sum()),
         bracketed=int((opened & ~extending).sum()),
         extending=int(extending.sum()),
-        rounds=(int(fewest.max(initial=0)), int(most.max(initial=0))),
+        rounds=(1, int(most.max(initial=0)) - values.size + 1) if refinement.scan else (int(fewest.max(initial=0)), int(most.max(initial=0))),
         runs=(int(fewest.sum()), int(most.sum())),
         core_seconds=(float((fewest * per_run).sum()), float((most * per_run).sum())),
         dense_runs=dense_per_column * columns.size,
@@ -505,9 +527,10 @@ def _state_arrays(refinement: Refinement) -> dict[str, np.ndarray]:
             f"{name}_bracket_high": search.high,
         }
     else:
+        not_reached = refinement.columns.steps + 1  # as the results' own steps_to_equilibrium
         arrays = {
             "cheapest_value": search.best,
-            "cheapest_steps_to_equilibrium": search.best_steps.astype(np.int64),
+            "cheapest_steps_to_equilibrium": np.where(search.best_steps < 0, not_reached, search.best_steps).astype(np.int64),
             "cheapest_bracket_low": search.low,
             "cheapest_bracket_high": search.high,
         }
@@ -571,6 +594,28 @@ def _write(refinement: Refinement, progress_attrs: Mapping[str, Any]) -> None:
         zarr.consolidate_metadata(root.store)
 
 
+def _scan(refinement: Refinement, executor: Executor) -> None:
+    """The cheapest target's first round when the store has no ``steps_to_equilibrium``: every
+    swept value of every column, run to the largest step count, in one batch."""
+    columns, sweep = refinement.columns, refinement.sweep
+    values = columns.values
+    probes = (
+        (columns.models[columns.model_index[c]], int(columns.steps[c]), int(c * values.size + k), float(columns.coefficient[c]), float(value))
+        for c in range(columns.size)
+        for k, value in enumerate(values)
+    )
+    tasks, members = probe_tasks(probes, criteria=sweep.criteria, step_axis=sweep.step_axis, parallelism=executor.parallelism)
+    results = executor.map(evaluate, tasks, name=f"diffsweep-refine-{sweep.sha256[:16]}-cheapest-scan")
+    first = np.full(columns.size * values.size, -1, dtype=np.int64)
+    for result, which in zip(results, members, strict=True):
+        first[which] = result["steps_to_equilibrium"]
+    search = CheapestSearch.from_sweep(
+        values, first.reshape(columns.size, values.size), rtol=refinement.request.rtol, search=refinement.search.search
+    )
+    search.runs += values.size
+    refinement.search = search
+
+
 def _progress_attributes(refinement: Refinement, rounds: int, started_at: str, started: float) -> dict[str, Any]:
     search = refinement.search
     previous = refinement.previous if refinement.resumed else {}
@@ -611,20 +656,27 @@ def refine(
     Summary
         Nothing is written when nothing was open.
     """
-    search = refinement.search
     columns = refinement.columns
     sweep = refinement.sweep
     name = refinement.name
     started = time.perf_counter()
-    previous_runs = int(search.runs.sum())
-    if not search.open().any():
-        return Summary(refinement.url, name, columns.size, _counts(refinement), 0, 0, previous_runs, 0.0, nothing_to_do=True)
     executor = InProcessExecutor() if executor is None else executor
+    if refinement.scan:
+        _scan(refinement, executor)
+    search = refinement.search
+    previous_runs = 0 if refinement.scan else int(search.runs.sum())
+    if not search.open().any() and not refinement.scan:
+        return Summary(refinement.url, name, columns.size, _counts(refinement), 0, 0, previous_runs, 0.0, nothing_to_do=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     total_rounds = int(refinement.previous.get("rounds", 0)) if refinement.resumed else 0
     rounds = 0
     request = refinement.request
     last_write = started
+    if refinement.scan:  # the scan is a round of its own: keep what it found
+        refinement.scan = False
+        rounds = 1
+        _write(refinement, _progress_attributes(refinement, total_rounds + rounds, started_at, started))
+        last_write = time.perf_counter()
     while search.open().any() and (max_rounds is None or rounds < max_rounds):
         probe = search.probes()
         todo = np.flatnonzero(~np.isnan(probe))

@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.diagnostics import DIVERGENT, OSCILLATING, measure_trajectory
-from pipeline.numerics import initial_condition
-from pipeline.planning import EXPLICIT_SECONDS_PER_CELL_UPDATE, MIN_BLOCK_SECONDS, SPECTRAL_SECONDS_PER_CELL, TARGET_BLOCK_SECONDS
+from pipeline.compute import measure_runs
+from pipeline.diagnostics import DIVERGENT, EQUILIBRIUM, OSCILLATING
+from pipeline.planning import MIN_BLOCK_SECONDS, TARGET_BLOCK_SECONDS, run_seconds
 from pipeline.sweep import Criteria, RunModel
 
 __all__ = [
@@ -527,47 +527,35 @@ class ProbeTask:
     def n_runs(self) -> int:
         return int(self.coefficient.shape[0])
 
-    @property
-    def step_size(self) -> np.ndarray:
-        """The time step of every run."""
-        if self.step_axis == "cfl":
-            return self.value * self.model.dx**2 / self.coefficient
-        return self.value
-
 
 def evaluate(task: ProbeTask, threads: int | None = None) -> dict[str, np.ndarray]:
     """Run every probe of ``task`` to its step count and classify it there.
 
-    The classification is :func:`pipeline.diagnostics.measure_trajectory` at the single
-    checkpoint ``task.steps``, so a probe's status is that of the same run in any
-    sweep.
+    The classification is :func:`pipeline.compute.measure_runs` at the single checkpoint
+    ``task.steps``: the status at a step count depends on the run and that count only,
+    so a probe's status is that of the same run in any sweep.
 
     Returns
     -------
     dict
         ``"status"``: ``(runs,)`` int8 stability class at ``task.steps``;
-        ``"divergent"``, ``"oscillating_or_divergent"``: the two edge predicates.
+        ``"steps_to_equilibrium"``: ``(runs,)`` int64 first step at equilibrium, -1 where
+        not within ``task.steps`` or where the run is not at equilibrium (stable) at
+        ``task.steps`` (a run that dips below the tolerance and then diverges is no answer).
     """
     if threads is not None:
         import numba
 
         most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set at import, untyped
         numba.set_num_threads(max(1, min(threads, most)))
-    model = task.model
-    grid = model.grid
-    measured = measure_trajectory(
-        model.scheme,
-        model.boundary,
-        grid,
-        initial_condition(model.initial, grid, seed=model.seed),
-        np.asarray(task.coefficient, dtype=float),
-        np.asarray(task.step_size, dtype=float),
-        [task.steps],
-        tolerance=task.criteria.tolerance,
-        divergence=task.criteria.divergence,
+    measured = measure_runs(
+        task.model, task.coefficient, task.step_axis, task.value, [task.steps], criteria=task.criteria
     )
     status = measured["status"][:, 0]
-    return {"status": status}
+    # particle runs have no exact first passage: their first step at equilibrium is unknown
+    first = np.asarray(measured.get("steps_to_equilibrium", np.full(status.shape, task.steps + 1)), dtype=np.int64)
+    settled = (status == EQUILIBRIUM) & (first <= task.steps)
+    return {"status": status, "steps_to_equilibrium": np.where(settled, first, -1)}
 
 
 def beyond_edge(status: np.ndarray, edge: str) -> np.ndarray:
@@ -578,11 +566,8 @@ def beyond_edge(status: np.ndarray, edge: str) -> np.ndarray:
 
 
 def seconds_per_probe(model: RunModel, steps: int) -> float:
-    """Rough single-core seconds of one probe run of ``model`` to ``steps`` (as :mod:`pipeline.planning`)."""
-    cells = model.cells_total
-    if model.scheme == "ftcs":
-        return cells * steps * EXPLICIT_SECONDS_PER_CELL_UPDATE
-    return cells * 4 * SPECTRAL_SECONDS_PER_CELL * (1 + math.log2(cells) / 8)
+    """Rough single-core seconds of one probe run of ``model`` to ``steps`` (one checkpoint)."""
+    return run_seconds(model, steps)
 
 
 def probe_tasks(

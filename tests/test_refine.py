@@ -277,3 +277,45 @@ def test_a_refine_group_written_by_someone_else_is_refused(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="'refine' group was not written by diffsweep refine"):
         refine.prepare(url, refine.Request())
     assert tree_digest(Path(url)) == before
+
+
+# -- the cheapest setting ---------------------------------------------------------------------
+
+
+def dense_steps_to_equilibrium(scheme: str, cfl: np.ndarray, steps: int) -> np.ndarray:
+    """Exact first steps at equilibrium on a dense grid of CFL numbers (never: a huge number),
+    from the first-passage measurement itself, for runs at equilibrium at ``steps``."""
+    from pipeline.diagnostics import EQUILIBRIUM, measure_trajectory
+    from pipeline.numerics import Grid, initial_condition
+
+    grid = Grid(1, 16, 1.0)
+    measured = measure_trajectory(
+        scheme, "neumann", grid, initial_condition("step", grid), np.ones(cfl.size), cfl * grid.dx**2, [steps],
+        tolerance=1e-3, divergence=1e3,
+    )
+    settled = (measured["status"][:, 0] == EQUILIBRIUM) & (measured["steps_to_equilibrium"] <= steps)
+    return np.where(settled, measured["steps_to_equilibrium"], 10**12)
+
+
+@pytest.mark.parametrize(("scheme", "cfl"), [("ftcs", "{geomspace: [0.05, 0.4], num: 4}"), ("crank-nicolson", "{geomspace: [0.1, 100.0], num: 7}")])
+def test_the_cheapest_setting_reaches_equilibrium_in_the_fewest_steps(tmp_path: Path, scheme: str, cfl: str) -> None:
+    url = compute_store(sweep_text(1, 16, "neumann", [100, 3000], scheme=scheme, cfl=cfl), tmp_path / "s.zarr")
+    refinement = refine.prepare(url, refine.Request(target="cheapest", rtol=1e-3))
+    summary = refine.refine(refinement)
+    ds = xr.open_zarr(url, group="refine").load()
+    assert dict(ds.sizes) == {"coefficient": 1} and int(ds.cheapest_censored.item()) == FOUND
+    best, steps = float(ds.cheapest_value.item()), int(ds.cheapest_steps_to_equilibrium.item())
+    low, high = float(ds.cheapest_bracket_low.item()), float(ds.cheapest_bracket_high.item())
+    assert low <= best <= high <= low * (1 + 1e-3)
+    # against a dense scan of the exact first passages around the swept range
+    dense = np.geomspace(0.01, 500.0 if scheme == "crank-nicolson" else 0.6, 4001)
+    scanned = dense_steps_to_equilibrium(scheme, dense, 3000)
+    assert steps == dense_steps_to_equilibrium(scheme, np.array([best]), 3000)[0]
+    assert steps <= scanned.min(), (steps, scanned.min(), dense[scanned.argmin()])
+    if scheme == "ftcs":  # just below the stability edge
+        assert 0.45 < best <= discrete_bound("neumann", 1, 16)
+    else:  # Crank–Nicolson: in the interior, where slow smooth modes and ringing high modes balance
+        assert 0.1 < best < 100.0
+    assert summary.runs == int(ds.cheapest_runs.sum())
+    # a second call does nothing
+    assert refine.refine(refine.prepare(url, refine.Request(target="cheapest", rtol=1e-3))).nothing_to_do
