@@ -801,33 +801,55 @@ _BOUNDARY_FIELDS = (
 )
 
 
-def recommend(ds: xr.Dataset) -> list[dict[str, Any]]:
+def recommend(ds: xr.Dataset, refinement: xr.Dataset | None = None) -> list[dict[str, Any]]:
     """Per coefficient (and per value of the other non-map axes): the settings to use.
+
+    Parameters
+    ----------
+    ds
+        Results Dataset.
+    refinement
+        The store's ``refine`` group (:func:`pipeline.edges.open_refinement`), whose edges
+        and cheapest settings replace the ones read off the sweep's grid where present.
 
     Returns
     -------
     list of dict
         One dict per coefficient and combination of the other axes (each named by its
         axis), with ``coefficient``, ``max_stable_step_size``, ``first_unstable_step_size``,
-        ``theory_max_step_size`` (None for implicit schemes), ``max_stable_cfl``,
-        ``theory_max_cfl``, ``min_steps_to_equilibrium`` (None if no stable setting
-        reaches equilibrium), ``predicted_steps_to_equilibrium`` (at the cheapest step
-        size), ``cheapest`` (``{"step_size", "cfl", "steps"}`` or None: see
-        :func:`cheapest_setting`), ``stable_fraction`` and ``computed_fraction``.
-        Missing values are None.
+        ``theory_max_step_size`` (the textbook bound; None for implicit schemes),
+        ``max_stable_cfl``, ``theory_max_cfl``, ``bound_step_size`` and ``bound_cfl``
+        (the exact bound 2/λ_max of the discrete operator; None for implicit schemes),
+        ``divergence_edge`` and ``oscillation_edge`` at the largest step count (see
+        :func:`pipeline.edges.edge_record`: value, ``bracket``, ``censored``,
+        ``refined``), ``min_steps_to_equilibrium`` (None if no stable setting reaches
+        equilibrium), ``predicted_steps_to_equilibrium`` (at the cheapest step size),
+        ``cheapest`` (``{"step_size", "cfl", "steps", "refined"}``, with ``bracket`` and
+        ``censored`` when refined, or None: see :func:`cheapest_setting`),
+        ``stable_fraction`` and ``computed_fraction``. Missing values are None.
     """
+    from pipeline import edges
+
     ds = as_results(ds)
     axis = step_axis(ds)
     boundary = stability_boundary(ds)
     cheapest = cheapest_setting(ds)
     table = xr.merge([boundary, cheapest]).compute()
+    columns = edges.edges(ds, refinement).isel(steps=-1).compute()
+    refined_cheapest = refinement if refinement is not None and "cheapest_value" in refinement else None
     group_dims = [d for d in sweep_axes(ds) if d not in (axis, "steps")]
     records = []
     for index in np.ndindex(*(table.sizes[d] for d in group_dims)):
-        row = table.isel(dict(zip(group_dims, index, strict=True)))
+        selection = dict(zip(group_dims, index, strict=True))
+        row = table.isel(selection)
+        column = columns.isel(selection)
         record: dict[str, Any] = {d: _python(row[d].values) for d in group_dims if d != "coefficient"}
         record["coefficient"] = _python(row["coefficient"].values)
         record.update({name: _number(row[name].values) for name in _BOUNDARY_FIELDS})
+        record["bound_step_size"] = _number(column["bound_step_size"].values)
+        record["bound_cfl"] = _number(column["bound_cfl"].values)
+        record["divergence_edge"] = edges.edge_record(column, "divergence")
+        record["oscillation_edge"] = edges.edge_record(column, "oscillation")
         steps = _count(row["min_steps_to_equilibrium"].values)
         record["min_steps_to_equilibrium"] = steps
         record["predicted_steps_to_equilibrium"] = _count(row["cheapest_predicted_steps"].values)
@@ -835,7 +857,13 @@ def recommend(ds: xr.Dataset) -> list[dict[str, Any]]:
             "step_size": _number(row["cheapest_step_size"].values),
             "cfl": _number(row["cheapest_cfl"].values),
             "steps": steps,
+            "refined": False,
         }
+        if refined_cheapest is not None:
+            refined = edges.cheapest_record(ds, refined_cheapest.isel(selection), axis)
+            if refined is not None:
+                record["cheapest"] = refined
+                record["min_steps_to_equilibrium"] = refined["steps"]
         record["stable_fraction"] = _number(row["stable_fraction"].values)
         record["computed_fraction"] = _number(row["computed_fraction"].values)
         records.append(record)

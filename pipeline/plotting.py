@@ -7,13 +7,16 @@ geometric; a derived coordinate such as ``cfl`` on a step-size sweep is drawn on
 2-D grid).  On top go the theory lines, evaluated on a fine grid of the panel's axes
 and drawn as the level-1 contours of
 
-* ``r / r*``: the von Neumann bound ``r = D·Δt/Δx² = r*`` (``r* = 1/(2d)`` for FTCS;
-  none for the implicit schemes), and
+* ``r / r*``: the exact bound of the discrete operator, ``r = D·Δt/Δx² = r* = 2/λ_max``
+  (FTCS; a little above the textbook ``1/(2d)`` on small grids; none for the implicit
+  schemes), and
 * ``n_eq(r) / n``: the slowest-mode prediction of where the field reaches equilibrium
   within the panel's step count ``n``,
 
-so they are exact wherever the axes put them.  Matplotlib is imported only when a
-figure is drawn.
+so they are exact wherever the axes put them.  Where the maps are step axis against
+coefficient, the measured divergence edges go on top as markers: filled where
+``diffsweep refine`` located them, open arrows where the edge lies beyond the range
+searched (censored).  Matplotlib is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from pipeline import maps
+from pipeline import edges, maps
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
+from pipeline.numerics import stability_bound
 
 __all__ = [
     "CLASS_COLOURS",
@@ -69,8 +73,10 @@ LABELS = {
     "initial": "initial condition",
     "seed": "seed",
 }
-BOUND_LABEL = "von Neumann bound\nr* = 1/(2d), Δt* = r*·Δx²/D"
+BOUND_LABEL = "exact stability bound\nr* = 2/λ_max (≈ 1/(2d)),\nΔt* = r*·Δx²/D"
 DRIFT_LABEL = "drift bound (langevin)\nk·Δt = 2"
+EDGE_LABEL = "divergence edge\n(diffsweep refine)"
+CENSORED_LABEL = "edge beyond the range\n(censored)"
 EQUILIBRIUM_LABEL = "equilibrium reached within\nthe steps shown (predicted\nfrom the slowest mode)"
 
 
@@ -348,8 +354,10 @@ def _theory(panel: xr.Dataset, x: str, y: str, ax: Any, scales: Mapping[str, str
             frame = frame.sel({key: value})
         model = maps.run_model(frame)
         r[where] = _cfl(frame, point, where, model)
-        if model.stability_limit is not None:
-            bound[where] = r[where] / model.stability_limit
+        # FTCS: the exact bound of the operator on this grid; a random walk: its validity bound
+        exact = stability_bound(model.scheme, model.boundary, model.grid) if model.scheme == "ftcs" else model.stability_limit
+        if exact is not None:
+            bound[where] = r[where] / exact
         if model.step_size_limit is not None:  # k dt / 2 = (r dx² / D) / (2 / k)
             coefficient = _coordinate(frame, point, where, "coefficient")
             drift[where] = r[where] * model.dx**2 / coefficient / model.step_size_limit
@@ -437,16 +445,61 @@ def _legend_handles(classes: Sequence[int], lines: Sequence[str]) -> list[Any]:
             continue
         style = EQUILIBRIUM_STYLE if label == EQUILIBRIUM_LABEL else THEORY_STYLE
         handles.append(Line2D([], [], label=label, color=style.colour, linewidth=style.width, linestyle=style.dash))
+    if EDGE_LABEL in lines:
+        handles.append(Line2D([], [], label=EDGE_LABEL, **_EDGE_MARKER))
+    if CENSORED_LABEL in lines:
+        handles.append(Line2D([], [], label=CENSORED_LABEL, **{**_CENSORED_MARKER, "marker": ">"}))
     return handles
+
+
+_EDGE_MARKER: dict[str, Any] = {
+    "marker": "D", "markersize": 5, "color": "#ffd92f", "markeredgecolor": "black", "linestyle": "none", "zorder": 5,
+}
+_CENSORED_MARKER: dict[str, Any] = {
+    "markersize": 6, "color": "black", "markerfacecolor": "white", "linestyle": "none", "zorder": 5,
+}
+
+
+def _edge_markers(ax: Any, axes: maps.MapAxes, columns: xr.Dataset | None, selection: Mapping[str, int]) -> list[str]:
+    """Mark the divergence edge of each coefficient on a step-axis x coefficient panel."""
+    if columns is None or axes.y != "coefficient" or axes.x not in ("step_size", "cfl"):
+        return []
+    here = {k: v for k, v in selection.items() if k in columns.dims}
+    if "steps" not in here:
+        here["steps"] = columns.sizes["steps"] - 1  # a panel over all step counts: the last one binds
+    column = columns.isel(here)
+    low, high = column[f"divergence_{axes.x}_low"].values, column[f"divergence_{axes.x}_high"].values
+    refined = column["divergence_refined"].values
+    censored = column["divergence_censored"].values
+    coefficient = column["coefficient"].values
+    drawn = []
+    found = refined & ~censored
+    if found.any():
+        ax.plot(low[found], coefficient[found], **_EDGE_MARKER)
+        drawn.append(EDGE_LABEL)
+    above = censored & np.isnan(high) & ~np.isnan(low)
+    below = censored & np.isnan(low) & ~np.isnan(high)
+    if above.any() or below.any():
+        # censored: the edge lies beyond the map's end (refine may have searched far past
+        # the sweep), so the arrow sits at that end, pointing out
+        from matplotlib.transforms import blended_transform_factory
+
+        at_end = blended_transform_factory(ax.transAxes, ax.transData)
+        ax.plot(np.full(above.sum(), 0.97), coefficient[above], marker=">", transform=at_end, **_CENSORED_MARKER)
+        ax.plot(np.full(below.sum(), 0.03), coefficient[below], marker="<", transform=at_end, **_CENSORED_MARKER)
+        drawn.append(CENSORED_LABEL)
+    return drawn
 
 
 def _draw(
     ax: Any, ds: xr.Dataset, axes: maps.MapAxes, status: xr.DataArray, selection: Mapping[str, int],
-    classes: Sequence[int], *, small: bool = False,
+    classes: Sequence[int], *, small: bool = False, edge_table: xr.Dataset | None = None,
 ) -> list[str]:
-    """One panel: the map, the theory, a note for implicit schemes; the theory lines drawn."""
+    """One panel: the map, the theory, the measured edges, a note for implicit schemes; the
+    labels of the lines and markers drawn."""
     panel = ds.isel(selection)
     _, scales = _plot_status(status, axes.x, axes.y, ax, colorbar=False, classes=classes, small=small)
+
     if "steps" in selection:
         steps: float | None = float(ds["steps"].values[selection["steps"]])
     elif axes.collapsed_steps:
@@ -454,6 +507,10 @@ def _draw(
     else:
         steps = None
     lines = _theory(panel.drop_vars(list(panel.data_vars)), axes.x, axes.y, ax, scales, steps)
+    limits = ax.get_xlim(), ax.get_ylim()
+    lines += _edge_markers(ax, axes, edge_table, selection)  # on top of the theory lines
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
     note = _implicit_note(panel)
     if note and BOUND_LABEL not in lines:
         ax.text(
@@ -514,6 +571,7 @@ def write_figures(
     note: str | None = None,
     records: Sequence[Mapping[str, Any]] | None = None,
     dpi: int = 100,
+    refinement: xr.Dataset | None = None,
 ) -> list[Path]:
     """Write the overview, one PNG per map and the boundary plot.
 
@@ -531,6 +589,9 @@ def write_figures(
         :func:`pipeline.maps.recommend` of ``ds``, if already computed.
     dpi
         Resolution of the PNGs.
+    refinement
+        The store's ``refine`` group (:func:`pipeline.edges.open_refinement`): its edges
+        are marked on the maps and drawn in the boundary plot.
 
     Returns
     -------
@@ -549,14 +610,15 @@ def write_figures(
     classes = classes_present(status)
     names = figure_names(ds, axes)
     selections = _selections(ds, _map_dims(axes))
-    written = [_overview(ds, status, axes, out, classes, note, dpi)]
+    edge_table = edges.edges(ds, refinement).compute() if "coefficient" in ds["status"].dims else None
+    written = [_overview(ds, status, axes, out, classes, note, dpi, edge_table)]
     if "coefficient" in ds["status"].dims:
-        records = list(records) if records is not None else maps.recommend(ds)
+        records = list(records) if records is not None else maps.recommend(ds, refinement)
         written.append(_boundary_figure(ds, out, records, note, dpi))
     for selection, name in zip(selections, names[-len(selections) :], strict=True):
         figure = _figure(8.4, 5.6)
         ax = figure.add_subplot()
-        lines = _draw(ax, ds, axes, status.isel(selection), selection, classes)
+        lines = _draw(ax, ds, axes, status.isel(selection), selection, classes, edge_table=edge_table)
         here = classes_present(status.isel(selection))
         handles = _legend_handles(here, lines)
         title = _title(ds, selection, note, collapsed=axes.collapsed_steps)
@@ -604,6 +666,7 @@ def _overview(
     classes: Sequence[int],
     note: str | None,
     dpi: int,
+    edge_table: xr.Dataset | None = None,
 ) -> Path:
     rows_all = _selections(ds, axes.panels)
     if axes.facet:
@@ -628,7 +691,7 @@ def _overview(
                 ax.set_axis_off()
                 continue
             selection = row[c]
-            lines += _draw(ax, ds, axes, status.isel(selection), selection, classes, small=True)
+            lines += _draw(ax, ds, axes, status.isel(selection), selection, classes, small=True, edge_table=edge_table)
             label = ", ".join(f"{a} = {_format(ds[a].values[i])}" for a, i in selection.items())
             ax.set_title(label, fontsize=8)
             if c:
@@ -662,9 +725,11 @@ def _boundary_figure(
         def column(name: str, rows: list[Mapping[str, Any]] = rows) -> np.ndarray:
             return np.array([np.nan if r[name] is None else r[name] for r in rows], float)
 
-        left.plot(d, column("theory_max_step_size"), "-", color=colour, label="von Neumann bound" + suffix)
-        left.plot(d, column("max_stable_step_size"), "o", color=colour, mfc="none", label="largest stable (observed)" + suffix)
-        left.plot(d, column("first_unstable_step_size"), "x", color=colour, label="smallest unstable (observed)" + suffix)
+        if np.isfinite(column("bound_step_size")).any():  # none for the implicit schemes
+            left.plot(d, column("bound_step_size"), "-", color=colour, label="exact bound 2/λ_max" + suffix)
+            left.plot(d, column("theory_max_step_size"), ":", color=colour, linewidth=1, label="textbook 1/(2d)" + suffix)
+        for edge, marker, name in (("divergence_edge", "o", "not divergent"), ("oscillation_edge", "s", "not oscillating")):
+            _edge_points(left, d, [r.get(edge) for r in rows], marker, colour, f"largest {name}" + suffix)
         right.plot(d, column("min_steps_to_equilibrium"), "o", color=colour, mfc="none", label="fewest steps (observed)" + suffix)
         right.plot(d, column("predicted_steps_to_equilibrium"), "--", color=colour, label="slowest-mode prediction" + suffix)
     scale = axis_scale(ds["coefficient"].values)
@@ -680,10 +745,33 @@ def _boundary_figure(
                 ax.set_yscale("log")
             ax.legend(fontsize=7)
     left.set_ylabel(axis_label(ds["step_size"]))
-    left.set_title("stability boundary (stable at every step count)", fontsize=9)
+    steps = next((r["divergence_edge"]["steps"] for r in records if r.get("divergence_edge")), None)
+    left.set_title(f"stability edges at {steps} steps (filled: found, open arrows: beyond the range)", fontsize=9)
     right.set_ylabel("steps")
     right.set_title("fewest steps to equilibrium, cheapest stable setting", fontsize=9)
     figure.suptitle(_title(ds, {}, note), fontsize=10)
     path = out / "boundary.png"
     figure.savefig(path, dpi=dpi, metadata={"Title": _title(ds, {}, note), "Software": "diffsweep"})
     return path
+
+
+def _edge_points(
+    ax: Any, coefficient: np.ndarray, edges_: Sequence[Mapping[str, Any] | None], marker: str, colour: str, label: str
+) -> None:
+    """Edges of one group: filled markers where found (with the bracket as an error bar when
+    it is wider than the marker), open arrows where censored."""
+    found = [(d, e) for d, e in zip(coefficient, edges_, strict=True) if e and not e["censored"] and e["step_size"] is not None]
+    above = [(d, e["step_size"]) for d, e in zip(coefficient, edges_, strict=True) if e and e["censored"] and e["bracket"][1] is None]
+    below = [(d, e["step_size"]) for d, e in zip(coefficient, edges_, strict=True) if e and e["censored"] and e["bracket"][0] is None]
+    if found:
+        d = np.array([p[0] for p in found])
+        low = np.array([p[1]["bracket"][0] for p in found], float)
+        high = np.array([p[1]["bracket"][1] for p in found], float)
+        ax.errorbar(d, low, yerr=[np.zeros_like(low), high - low], fmt=marker, color=colour, markersize=5,
+                    capsize=2, linewidth=0.8, label=label)
+    if above:
+        ax.plot([p[0] for p in above], [p[1] for p in above], "^", color=colour, mfc="none", markersize=7,
+                label=f"{label}: beyond the range (censored)")
+    if below:
+        ax.plot([p[0] for p in below], [p[1] for p in below], "v", color=colour, mfc="none", markersize=7,
+                label=f"{label}: below the range (censored)")

@@ -91,7 +91,7 @@ def test_map_writes_figures_table_dataset_and_a_self_contained_report(schemes_st
     rows = (out / "summary.csv").read_text().splitlines()
     assert rows[0].startswith("scheme,coefficient,max_stable_step_size")
     assert len(rows) == 1 + 2 * 3
-    assert "max stable Δt" in (out / "summary.txt").read_text()
+    assert "largest Δt not divergent" in (out / "summary.txt").read_text()
 
     dataset = xr.open_zarr(out / "maps.zarr")
     assert {"status", "max_stable_step_size", "theory_max_step_size", "steps_to_equilibrium"} <= set(dataset)
@@ -112,7 +112,7 @@ def test_map_writes_figures_table_dataset_and_a_self_contained_report(schemes_st
 def test_recommend_prints_a_table_and_json_with_null_for_implicit_theory(schemes_store: str) -> None:
     table = invoke("recommend", schemes_store)
     assert table.exit_code == 0, table.output
-    assert "max stable Δt" in table.stdout and "none (implicit)" in table.stdout
+    assert "largest Δt not divergent" in table.stdout and "none (implicit)" in table.stdout
 
     result = invoke("recommend", schemes_store, "--json")
     assert result.exit_code == 0, result.output
@@ -194,11 +194,11 @@ def test_cfl_axis_on_a_step_size_sweep_and_no_facet(schemes_store: str, tmp_path
     overview = png_text(out / "overview.png")
     assert "class over all 2 step counts" in overview["Title"] and "showing" not in overview["Title"]
     ftcs = png_text(out / "map_scheme-ftcs.png")
-    assert "von Neumann bound" in ftcs["Description"]
+    assert "exact stability bound r* = 2/λ_max" in ftcs["Description"]
     implicit = png_text(out / "map_scheme-crank-nicolson.png")
     # legend entries only for the classes present: Crank–Nicolson is never unstable here
     assert "divergent" not in implicit["Description"] and "not computed" not in implicit["Description"]
-    assert "von Neumann bound" not in implicit["Description"]
+    assert "exact stability bound" not in implicit["Description"]
 
 
 def test_overview_says_when_it_shows_only_some_maps_and_keeps_the_theory(schemes_store: str, tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_overview_says_when_it_shows_only_some_maps_and_keeps_the_theory(schemes
     assert len(list(out.glob("map_*.png"))) == 2 * 9
     overview = png_text(out / "overview.png")
     assert "showing 12 of 18 maps" in overview["Title"]
-    assert "von Neumann bound" in overview["Description"]
+    assert "exact stability bound" in overview["Description"]
     assert "not computed" not in overview["Description"]
 
 

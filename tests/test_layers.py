@@ -31,6 +31,7 @@ LAYERS = {
     "pipeline.runner": 5,
     "pipeline.store_probe": 5,
     "pipeline.refine": 5,
+    "pipeline.edges": 6,
     "pipeline.maps": 6,
     "pipeline.plotting": 6,
     "pipeline.report": 6,

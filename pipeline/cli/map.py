@@ -92,9 +92,10 @@ def map_command(
       diffsweep map ftcs.zarr -o ftcs-maps --html
       diffsweep map dimensions.zarr -o dims --x cfl --y coefficient --facet dims
     """
-    from pipeline import maps, plotting, report
+    from pipeline import edges, maps, plotting, report
 
     ds = maps.open_results(store, storage_options)
+    refinement = edges.open_refinement(store, storage_options, sweep_hash=ds.attrs.get("sweep_hash"))
     axes = maps.resolve_axes(ds, x_axis, y_axis, facet)  # its errors name `x`: the group shows --x
     files = [*plotting.figure_names(ds, axes), "summary.csv", "summary.txt", "maps.zarr"]
     folder = OutputFolder(out_dir, writer="diffsweep map", overwrite=overwrite)
@@ -102,8 +103,8 @@ def map_command(
     warning, state = completeness(store, ds, storage_options)
     if warning:
         click.echo(f"Warning: {warning}.", err=True)
-    records = maps.recommend(ds)
-    images = plotting.write_figures(ds, out_dir, axes, note=warning, records=records, dpi=dpi)
+    records = maps.recommend(ds, refinement)
+    images = plotting.write_figures(ds, out_dir, axes, note=warning, records=records, dpi=dpi, refinement=refinement)
     name = ds.attrs.get("sweep_name", "")
     header = [f"diffsweep recommendations: {name}", f"store: {store} ({state})"]
     written = [
@@ -125,6 +126,7 @@ def map_command(
                 note=warning,
                 links=[p.name for p in written],
                 store=store,
+                refinement_attrs=None if refinement is None else refinement.attrs,
             )
         )
     folder.commit()

@@ -20,9 +20,11 @@ from pipeline.cli.verify import explains_damage
 @explains_damage
 def recommend(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Per coefficient (and per value of any swept model key) in STORE: the largest step
-    size stable at every step count against the von Neumann bound, the fewest steps that
-    reach equilibrium against the slowest-mode prediction, the cheapest stable setting
-    that gets there, and the stable share of the results.
+    size not divergent (and not oscillating) at the largest step count against the exact
+    bound 2/λ_max of the discrete operator, the fewest steps that reach equilibrium
+    against the slowest-mode prediction, the cheapest stable setting that gets there,
+    and the stable share of the results. Edges and cheapest settings come from
+    `diffsweep refine` when it has run on STORE; censored values are marked.
 
     \b
     Example:
@@ -30,11 +32,12 @@ def recommend(store: str, as_json: bool, storage_options: dict[str, Any]) -> Non
       diffsweep recommend schemes.zarr --json | jq '.[] | select(.scheme == "ftcs")'
       diffsweep recommend s3://bucket/schemes.zarr --storage-option anon=true
     """
-    from pipeline import maps, report
+    from pipeline import edges, maps, report
     from pipeline.cli.map import completeness
 
     ds = maps.open_results(store, storage_options)
-    records = maps.recommend(ds)
+    refinement = edges.open_refinement(store, storage_options, sweep_hash=ds.attrs.get("sweep_hash"))
+    records = maps.recommend(ds, refinement)
     warning, state = completeness(store, ds, storage_options)
     if warning:
         click.echo(f"Warning: {warning}.", err=True)
@@ -43,3 +46,5 @@ def recommend(store: str, as_json: bool, storage_options: dict[str, Any]) -> Non
         return
     click.echo(f"{ds.attrs.get('sweep_name', '')} ({state}); tolerance {ds.attrs.get('tolerance')}")
     click.echo(report.format_table(records))
+    for note in report.table_notes(records):
+        click.echo(f"  {note}")
