@@ -113,15 +113,21 @@ ATTRIBUTES: dict[str, dict[str, str]] = {
 }
 
 
-def passage_attributes(largest_steps: int) -> dict[str, dict[str, object]]:
+def passage_attributes(largest_steps: int, particles: bool = False) -> dict[str, dict[str, object]]:
     """Attributes of the first-passage variables of a sweep whose largest step count is
     ``largest_steps``: ``long_name``, ``units`` and the sentinel ``largest_steps + 1``
-    (``not_reached``) with a sentence saying what it means."""
+    (``not_reached``) with a sentence saying what it means; with ``particles``, a
+    sentence saying that particle runs are seen at the step counts only."""
     sentinel = int(largest_steps) + 1
     meaning = (
         f"{sentinel} (the largest step count + 1) means not within {largest_steps} steps: "
         "right-censored, so 'value <= n' is true exactly for the runs that got there by step n"
     )
+    if particles:
+        meaning += (
+            "; particle runs (random-walk, langevin) are observed at the swept step counts only: "
+            "their value is the first step count at which it was seen, an upper bound (exact for grid schemes)"
+        )
     return {
         "steps_to_equilibrium": {
             "long_name": "first step at which distance <= tolerance (exact)",

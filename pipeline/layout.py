@@ -58,7 +58,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from pipeline.diagnostics import ATTRIBUTES, FAILED, MEASURES, NOT_COMPUTED, STATUS_NAMES
+from pipeline.diagnostics import (
+    ATTRIBUTES,
+    FAILED,
+    MEASURES,
+    NOT_COMPUTED,
+    PASSAGES,
+    STATUS_NAMES,
+    passage_attributes,
+)
 from pipeline.particle_diagnostics import PARTICLE_ATTRIBUTES, PARTICLE_MEASURES
 from pipeline.sweep import CASE, RunModel, Sweep, Units
 
@@ -255,6 +263,12 @@ class ResultLayout:
         if sweep.has_particles:
             variables += [variable(name, axes, "float64", math.nan, PARTICLE_ATTRIBUTES[name]) for name in PARTICLE_MEASURES]
             variables.append(variable("reason", axes, "int8", NOT_COMPUTED, REASON_ATTRIBUTES))
+        # first passages: one value per run, no steps dimension; the sentinel (largest
+        # step count + 1) is data, -1 only marks a block not computed yet
+        passages = passage_attributes(max(sweep.checkpoints), particles=sweep.has_particles)
+        for name in PASSAGES:
+            attrs = {**passages[name], "missing_value_meaning": f"{NOT_COMPUTED} not computed"}
+            variables.append(variable(name, axes[:-1], "int64", NOT_COMPUTED, attrs))
         if spatial:
             kept_steps = axes if sweep.output.fields == "checkpoints" else axes[:-1]
             variables.append(variable("field", (*kept_steps, *spatial), "float64", math.nan, FIELD_ATTRIBUTES))

@@ -146,6 +146,31 @@ def _initial_variance(grid: Grid, initial: np.ndarray) -> np.ndarray:
     return np.array(variances)
 
 
+def _observed_passages(
+    status: np.ndarray, reason: np.ndarray, settled: np.ndarray, checkpoints: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """First passages of particle runs, as far as the checkpoints show them.
+
+    A histogram is formed only at the checkpoints, so the passage of a particle run is the
+    first checkpoint at which it is seen (distance within ``max(tolerance, noise_floor)``;
+    divergent), an upper bound on the step it happened; ``largest checkpoint + 1`` where
+    it is not seen. Runs that are invalid or whose drift is unstable are divergent by
+    definition from the first step: 1.
+    """
+    steps = np.asarray(checkpoints, dtype=np.int64)
+    not_reached = int(steps[-1]) + 1
+
+    def first(seen: np.ndarray) -> np.ndarray:
+        return np.where(seen.any(axis=1), steps[seen.argmax(axis=1)], not_reached).astype(np.int64)
+
+    divergence = first(status == DIVERGENT)
+    from_start = ((reason == INVALID) | (reason == UNSTABLE_DRIFT)).any(axis=1)
+    return {
+        "steps_to_equilibrium": first(settled),
+        "steps_to_divergence": np.where(from_start, 1, divergence).astype(np.int64),
+    }
+
+
 def measure_particles(
     scheme: str,
     boundary: str,
@@ -184,7 +209,9 @@ def measure_particles(
     dict
         Each name of :data:`~pipeline.diagnostics.MEASURES` and :data:`PARTICLE_MEASURES`
         → ``(batch, n_checkpoints)`` float64 (``noise_floor`` too, for a uniform layout),
-        ``"status"`` and ``"reason"`` → ``(batch, n_checkpoints)`` int8, and the histogram
+        ``"status"`` and ``"reason"`` → ``(batch, n_checkpoints)`` int8,
+        ``"steps_to_equilibrium"`` and ``"steps_to_divergence"`` → ``(batch,)`` int64 as
+        far as the checkpoints show them (:func:`_observed_passages`), and the histogram
         as ``"field"`` when kept, like ``measure_trajectory``.
     """
     coefficient = np.asarray(coefficient, dtype=float)
@@ -216,6 +243,7 @@ def measure_particles(
     status = np.empty((batch, n), dtype=np.int8)
     reason = np.zeros((batch, n), dtype=np.int8)
     fields = np.empty((batch, n, *grid.shape)) if keep_fields == "checkpoints" else None
+    distance_ok = np.zeros((batch, n), dtype=bool)
 
     overshooting = np.zeros(batch, dtype=bool)
     if scheme == "random-walk":
@@ -261,7 +289,9 @@ def measure_particles(
             )
             divergent = code != NONE
             oscillating = ~divergent & (overshooting if confined else overshoot > floor)
-            settled = ~divergent & ~oscillating & (distance <= np.maximum(tolerance, floor))
+            within = distance <= np.maximum(tolerance, floor)
+            distance_ok[:, i] = within
+            settled = ~divergent & ~oscillating & within
             status[:, i] = np.select(
                 [divergent, oscillating, settled], [DIVERGENT, OSCILLATING, EQUILIBRIUM], TRANSIENT
             )
@@ -284,6 +314,7 @@ def measure_particles(
 
     out["status"] = status
     out["reason"] = reason
+    out.update(_observed_passages(status, reason, distance_ok, checkpoints))
     if keep_fields == "final":
         out["field"] = np.array(histogram, copy=True)
     elif fields is not None:

@@ -110,6 +110,37 @@ def test_store_classifies_particle_runs_by_their_theory(particle_store: str) -> 
     assert bool(ftcs["noise_floor"].isnull().all() and ftcs["variance"].isnull().all())
 
 
+def test_first_passages_of_a_mixed_sweep_are_filled_for_every_scheme(particle_store: str) -> None:
+    """Grid runs hold exact first passages; particle runs the first step count at which the
+    passage is seen (histograms exist only there), invalid walks and unstable drift 1."""
+    ds = xr.open_zarr(particle_store).load()
+    steps = [10, 200]
+    for name in ("steps_to_equilibrium", "steps_to_divergence"):
+        variable = ds[name]
+        assert "steps" not in variable.dims and variable.dtype == np.int64
+        assert variable.attrs["not_reached"] == 201 and "particle runs" in variable.attrs["comment"]
+        assert bool((variable >= 0).all())  # every run computed, no -1 left
+        particle = variable.sel(scheme=["random-walk", "langevin"])
+        assert set(np.unique(particle.values)) <= {1, 10, 200, 201}
+    reason = ds["reason"]
+    from_start = ((reason == reason_code("invalid")) | (reason == reason_code("unstable-drift"))).any("steps")
+    assert bool(from_start.any())
+    assert bool((ds["steps_to_divergence"].where(from_start) == 1).where(from_start, True).all())
+    for scheme in ("random-walk", "langevin", "ftcs"):
+        run = ds.sel(scheme=scheme)
+        for n in steps:  # divergent at n exactly when the passage is at or before n
+            assert same(run["status"].sel(steps=n) == 3, run["steps_to_divergence"] <= n), (scheme, n)
+    # particle runs: the passage is the first step count whose histogram is within the tolerance
+    # (or the noise floor, when that is larger)
+    tolerance = float(ds.attrs["tolerance"])
+    for scheme in ("random-walk", "langevin"):
+        run = ds.sel(scheme=scheme)
+        within = run["distance"] <= np.maximum(tolerance, run["noise_floor"])
+        for n in steps:
+            seen_by_n = within.sel(steps=[m for m in steps if m <= n]).any("steps")
+            assert same(run["steps_to_equilibrium"] <= n, seen_by_n), (scheme, n)
+
+
 def test_langevin_stationary_variance_bias_in_the_store(particle_store: str) -> None:
     """At 200 steps (k t >= 4 from dt = 0.001) the stored bias is Euler–Maruyama's, k dt / (2 - k dt),
     within 4 standard errors of a variance of 2000 Gaussian positions."""

@@ -29,10 +29,17 @@ def test_template_has_the_documented_layout_and_nothing_computed(tmp_path, plan)
     store.create(url, plan)
     ds = xr.open_zarr(url)
     assert dict(ds.sizes) == {"coefficient": 6, "step_size": 8, "steps": 3, "x": 32}
-    assert set(ds.data_vars) == {"distance", "mass_error", "overshoot", "growth", "error", "status", "field"}
+    assert set(ds.data_vars) == {
+        "distance", "mass_error", "overshoot", "growth", "error", "status", "field",
+        "steps_to_equilibrium", "steps_to_divergence",
+    }  # fmt: skip
     # nothing computed: every status is masked by its CF _FillValue (-1)
     assert ds.status.isnull().all() and ds.status.encoding["_FillValue"] == -1
     assert ds.status.encoding["dtype"] == np.int8
+    for name in ("steps_to_equilibrium", "steps_to_divergence"):  # per run: no steps dimension, masked too
+        assert ds[name].dims == ("coefficient", "step_size") and ds[name].encoding["dtype"] == np.int64
+        assert ds[name].isnull().all() and ds[name].encoding["_FillValue"] == -1
+        assert ds[name].attrs["not_reached"] == 1001
     assert ds.status.attrs["flag_meanings"] == "equilibrium transient oscillating divergent"
     for name in [*ds.data_vars, *ds.coords]:
         assert {"units", "long_name"} <= set(ds[name].attrs), name
