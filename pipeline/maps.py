@@ -668,8 +668,9 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
     -------
     xarray.Dataset
         Dimensions: every sweep axis but ``steps``. Variables:
-        ``steps_to_equilibrium`` (fewest step counts of the sweep at which the setting is
-        at ``equilibrium``; NaN if never, or if the setting is not stable),
+        ``steps_to_equilibrium`` (the stored exact first step at equilibrium when the
+        store has it, else the fewest step counts of the sweep at which the setting is at
+        ``equilibrium``; NaN if never, or if the setting is not stable),
         ``predicted_steps_to_equilibrium`` (slowest-mode prediction, NaN where the scheme
         is unstable) and ``predicted_steps_on_grid`` (the smallest step count of the sweep
         at or above the prediction; NaN beyond the grid), ``stable`` (1 where the setting
@@ -680,6 +681,10 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
     steps = ds["steps"]
     reached = (ds["status"] == 0) & stable
     observed = _masked_extreme(steps.astype(float), reached, "steps", largest=False)
+    if "steps_to_equilibrium" in ds.data_vars:  # exact first passages: the step, not the checkpoint
+        exact = ds["steps_to_equilibrium"].astype(float)
+        exact.attrs = {}
+        observed = _strip(exact.where(reached.any("steps") & (exact >= 0) & (exact <= steps.max())))
     tolerance = _tolerance(ds)
     predicted = _per_model(ds, ds["cfl"], lambda model, r: predicted_steps(model, r, tolerance))
     grid_values = np.sort(steps.values.astype(float))
@@ -704,7 +709,7 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
         }
     )
     result["steps_to_equilibrium"].attrs["long_name"] = (
-        "fewest step counts of the sweep at equilibrium (stable settings only)"
+        "first step at equilibrium (exact where stored, else the fewest step counts of the sweep; stable settings only)"
     )
     result["predicted_steps_to_equilibrium"].attrs["long_name"] = (
         "steps to equilibrium predicted from the slowest Laplacian mode"

@@ -243,8 +243,11 @@ def test_setting_status_is_the_worst_unstable_class_else_the_last(ftcs: xr.Datas
 
 
 def test_cheapest_setting_is_the_fewest_steps_then_the_largest_step_size(ftcs: xr.Dataset) -> None:
-    """Against a direct search over the stored classes, one coefficient at a time."""
+    """Against a direct search over the stored classes and exact first passages, one
+    coefficient at a time; the exact step lies after the last checkpoint not at equilibrium
+    and at or before the first one at equilibrium."""
     status = ftcs["status"].transpose("coefficient", "step_size", "steps").values
+    first = ftcs["steps_to_equilibrium"].transpose("coefficient", "step_size").values
     sizes = ftcs["step_size"].values
     cheapest = maps.cheapest_setting(ftcs).compute()
     for i, coefficient in enumerate(ftcs["coefficient"].values):
@@ -252,7 +255,9 @@ def test_cheapest_setting_is_the_fewest_steps_then_the_largest_step_size(ftcs: x
         for j, size in enumerate(sizes):
             classes = status[i, j]
             if (classes >= 0).all() and (classes <= 1).all() and (classes == 0).any():
-                candidates.append((STEPS[int(np.argmax(classes == 0))], -size))
+                on_grid = int(np.argmax(classes == 0))
+                assert (STEPS[on_grid - 1] if on_grid else 0) < first[i, j] <= STEPS[on_grid]
+                candidates.append((int(first[i, j]), -size))
         steps, negative_size = min(candidates)
         here = cheapest.sel(coefficient=coefficient)
         assert int(here["min_steps_to_equilibrium"]) == steps
