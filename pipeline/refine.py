@@ -33,7 +33,7 @@ import xarray as xr
 import zarr
 
 from pipeline import __version__, store
-from pipeline.diagnostics import EQUILIBRIUM
+from pipeline.diagnostics import EQUILIBRIUM, OSCILLATING
 from pipeline.errors import RefineError, StoreError
 from pipeline.executors import Executor, InProcessExecutor
 from pipeline.layout import COORDINATE_ATTRIBUTES
@@ -324,7 +324,9 @@ def _search_from_results(
     status = _column_order(results, "status", sweep, columns)  # at the largest step count
     horizon = columns.steps[:, None]
     settled = (status == EQUILIBRIUM) & (first <= horizon)
-    return CheapestSearch.from_sweep(columns.values, np.where(settled, first, -1), rtol=request.rtol, search=search_range)
+    return CheapestSearch.from_sweep(
+        columns.values, np.where(settled, first, -1), rtol=request.rtol, search=search_range, unstable=status >= OSCILLATING
+    )
 
 
 def _open_root(url: str, storage_options: Mapping[str, Any] | None, mode: Literal["r", "r+"]) -> zarr.Group:
@@ -607,10 +609,14 @@ def _scan(refinement: Refinement, executor: Executor) -> None:
     tasks, members = probe_tasks(probes, criteria=sweep.criteria, step_axis=sweep.step_axis, parallelism=executor.parallelism)
     results = executor.map(evaluate, tasks, name=f"diffsweep-refine-{sweep.sha256[:16]}-cheapest-scan")
     first = np.full(columns.size * values.size, -1, dtype=np.int64)
+    unstable = np.zeros(columns.size * values.size, dtype=bool)
     for result, which in zip(results, members, strict=True):
         first[which] = result["steps_to_equilibrium"]
+        unstable[which] = result["status"] >= OSCILLATING
+    shape = (columns.size, values.size)
     search = CheapestSearch.from_sweep(
-        values, first.reshape(columns.size, values.size), rtol=refinement.request.rtol, search=refinement.search.search
+        values, first.reshape(shape), rtol=refinement.request.rtol, search=refinement.search.search,
+        unstable=unstable.reshape(shape),
     )
     search.runs += values.size
     refinement.search = search
@@ -699,10 +705,12 @@ def refine(
             search.update(beyond)
         else:
             first = np.full(columns.size, -1, dtype=np.int64)
+            unstable = np.zeros(columns.size, dtype=bool)
             for result, which in zip(results, members, strict=True):
                 first[which] = result["steps_to_equilibrium"]
+                unstable[which] = result["status"] >= OSCILLATING
             assert isinstance(search, CheapestSearch)
-            search.update(first)
+            search.update(first, unstable)
         rounds += 1
         finished = not search.open().any() or (max_rounds is not None and rounds >= max_rounds)
         if finished or time.perf_counter() - last_write >= CHECKPOINT_SECONDS:

@@ -375,7 +375,13 @@ class CheapestSearch:
 
     @classmethod
     def from_sweep(
-        cls, values: np.ndarray, steps_to_equilibrium: np.ndarray, *, rtol: float, search: SearchRange | None = None
+        cls,
+        values: np.ndarray,
+        steps_to_equilibrium: np.ndarray,
+        *,
+        rtol: float,
+        search: SearchRange | None = None,
+        unstable: np.ndarray | None = None,
     ) -> CheapestSearch:
         """The first brackets from the stored sweep: the best swept value and its neighbours.
 
@@ -389,11 +395,19 @@ class CheapestSearch:
             Relative width at which a bracket is closed.
         search
             The search range; default :meth:`SearchRange.around` the values.
+        unstable
+            ``(columns, k)`` bool, optional: where the run is oscillating or divergent at
+            the horizon.
 
         Notes
         -----
-        A column with no run at equilibrium is not searched (it is reported as
-        :data:`STABLE_THROUGHOUT`: no equilibrium within the horizon).
+        A column with no run at equilibrium is searched only when ``unstable`` shows a
+        stable value followed by an unstable one: the fastest runs of a scheme with a
+        stability edge lie just below it, possibly between two swept values, so the
+        bracket between them is bisected (unstable probes move its top, stable ones its
+        bottom) until a probe reaches equilibrium, from where the golden-section search
+        takes over. Any other column with no run at equilibrium is not searched (it is
+        reported as :data:`STABLE_THROUGHOUT`: no equilibrium within the horizon).
         """
         values = np.asarray(values, dtype=float)
         counts = _counts(steps_to_equilibrium)
@@ -401,25 +415,37 @@ class CheapestSearch:
         best_steps = counts[np.arange(counts.shape[0]), index]
         never = best_steps == _NEVER
         padded = np.concatenate([[np.nan], values, [np.nan]])
+        low = np.where(never, np.nan, padded[index])
+        high = np.where(never, np.nan, padded[index + 2])
+        if unstable is not None:  # no equilibrium: seek it just below the first unstable value
+            unstable = np.asarray(unstable, dtype=bool)
+            first = unstable.argmax(axis=1)
+            seek = never & unstable.any(axis=1) & (first > 0)
+            low = np.where(seek, padded[first], low)  # padded[first] is values[first - 1]
+            high = np.where(seek, values[first], high)
         return cls(
-            low=np.where(never, np.nan, padded[index]),
-            high=np.where(never, np.nan, padded[index + 2]),
+            low=low,
+            high=high,
             best=np.where(never, np.nan, values[index]),
             best_steps=np.where(never, -1, best_steps),
             search=search or SearchRange.around(values, rtol),
         )
+
+    def _seeking(self) -> np.ndarray:
+        """Columns with no run at equilibrium yet, bisecting the bracket below their edge."""
+        return np.isnan(self.best) & ~np.isnan(self.low) & ~np.isnan(self.high)
 
     def outcome(self) -> np.ndarray:
         """Per column: :data:`FOUND`; :data:`STABLE_THROUGHOUT` when no run reached
         equilibrium; :data:`UNSTABLE_THROUGHOUT` when the best value is still the largest
         (smallest) seen at the end of the search range; :data:`NOT_SEARCHED` while open."""
         search = self.search
-        never = np.isnan(self.best)
+        closed = search.closed(self.low, self.high)
+        never = np.isnan(self.best) & ~(self._seeking() & ~closed)
         with np.errstate(invalid="ignore"):
             at_end = (np.isnan(self.high) & (self.best >= search.highest)) | (
                 np.isnan(self.low) & (self.best <= search.lowest)
             )
-        closed = search.closed(self.low, self.high)
         return np.select(
             [never, at_end, closed], [STABLE_THROUGHOUT, UNSTABLE_THROUGHOUT, FOUND], NOT_SEARCHED
         ).astype(np.int8)
@@ -444,15 +470,20 @@ class CheapestSearch:
                 np.minimum(2.0 * best, search.highest),
                 np.where(np.isnan(low), np.maximum(0.5 * best, search.lowest), golden),
             )
+            probe = np.where(self._seeking(), search.between(low, high), probe)
         probe = np.where(self.open(), probe, np.nan)
         self._probe = probe
         return probe
 
-    def update(self, steps_to_equilibrium: np.ndarray) -> None:
-        """Take the probes' first steps at equilibrium (negative: never) and narrow the brackets."""
+    def update(self, steps_to_equilibrium: np.ndarray, unstable: np.ndarray | None = None) -> None:
+        """Take the probes' first steps at equilibrium (negative: never) and narrow the brackets;
+        ``unstable`` (oscillating or divergent at the horizon) steers columns still seeking
+        their first run at equilibrium (default: none unstable)."""
         assert self._probe is not None, "update() needs probes() first"
         probe, self._probe = self._probe, None
         ran = ~np.isnan(probe)
+        seeking = ran & self._seeking()
+        beyond = np.zeros(probe.shape, dtype=bool) if unstable is None else np.asarray(unstable, dtype=bool)
         counts = _counts(steps_to_equilibrium)
         current = _counts(self.best_steps)
         with np.errstate(invalid="ignore"):
@@ -460,12 +491,18 @@ class CheapestSearch:
         # ties go to the larger value
         better = ran & ((counts < current) | ((counts == current) & above & (counts != _NEVER)))
         bracketed = ~np.isnan(self.low) & ~np.isnan(self.high)
+        low_before, high_before = self.low, self.high
         # a better probe becomes the best and the old best the end on its side;
         # a worse probe becomes the end on its side
         self.low, self.high = (
             np.where(better & above, self.best, np.where(ran & ~better & ~above, probe, self.low)),
             np.where(better & ~above, self.best, np.where(ran & ~better & above, probe, self.high)),
         )
+        # a seeking column keeps its bracket when a probe inside it reaches equilibrium
+        # (the golden section starts from there), else moves the end on the probe's side
+        found = seeking & (counts != _NEVER)
+        self.low = np.where(seeking, np.where(~found & ~beyond, probe, low_before), self.low)
+        self.high = np.where(seeking, np.where(~found & beyond, probe, high_before), self.high)
         self.best = np.where(better, probe, self.best)
         self.best_steps = np.where(better, counts, self.best_steps)
         self.iterations += ran & bracketed
