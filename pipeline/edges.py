@@ -220,8 +220,9 @@ def edge_record(columns: xr.Dataset, edge: str) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``step_size`` and ``cfl`` (the largest value seen on the stable side; for a column
-        past the edge throughout, the smallest value seen, the edge lying below it),
+        ``value`` and its copy ``step_size``, and ``cfl`` (the largest step size seen on the
+        stable side; for a column past the edge throughout, the smallest value seen, the
+        edge lying below it),
         ``bracket`` and ``bracket_cfl`` (``[low, high]``, None on a side never seen),
         ``censored``, ``refined``, ``limit`` (``"sweep"`` or ``"search"``: which range a
         censored edge lies beyond; None when not censored) and ``steps``.
@@ -232,8 +233,10 @@ def edge_record(columns: xr.Dataset, edge: str) -> dict[str, Any]:
     limit = None
     if censored:
         limit = "search" if bool(columns[f"{edge}_search_limit"]) else "sweep"
+    value = low if low is not None else high
     return {
-        "step_size": low if low is not None else high,
+        "value": value,
+        "step_size": value,
         "cfl": low_cfl if low_cfl is not None else high_cfl,
         "bracket": [low, high],
         "bracket_cfl": [low_cfl, high_cfl],

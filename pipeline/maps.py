@@ -869,6 +869,10 @@ def recommend(ds: xr.Dataset, refinement: xr.Dataset | None = None) -> list[dict
             if refined is not None:
                 record["cheapest"] = refined
                 record["min_steps_to_equilibrium"] = refined["steps"]
+                # the prediction at the refined setting, not at the grid's cheapest one
+                model = run_model(xr.Dataset(coords={k: column[k] for k in MODEL_KEYS if k in column.coords}, attrs=ds.attrs))
+                predicted = predicted_steps(model, refined["cfl"], _tolerance(ds))
+                record["predicted_steps_to_equilibrium"] = _count(predicted)
         record["stable_fraction"] = _number(row["stable_fraction"].values)
         record["computed_fraction"] = _number(row["computed_fraction"].values)
         records.append(record)

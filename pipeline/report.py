@@ -130,6 +130,8 @@ def _cell(key: str, value: Any) -> str:
         return f"{value['step_size']:.4g} × {value['steps']}{mark}"
     if key in ("stable_fraction", "computed_fraction"):
         return f"{value:.0%}"
+    if key == "bound_step_size":  # as many digits as a refined edge beside it
+        return f"{value:.5g}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -231,6 +233,8 @@ def conclusions(records: Sequence[Mapping[str, Any]], attrs: Mapping[str, Any] |
             f"(largest relative deviation {deviation:.1e}, at {name(worst)}); {how}."
         )
     never = [r for r in records if r.get("divergence_edge") and r["divergence_edge"]["censored"] and r["divergence_edge"]["bracket"][1] is None]
+    if explicit and not any(r.get("bound_step_size") is not None for r in never):
+        sentences.append(f"Every one of the {len(explicit)} explicit-scheme coefficients became unstable within the sweep.")
     if never:
         implicit = [r for r in never if r.get("bound_step_size") is None]
         explicit_never = [r for r in never if r.get("bound_step_size") is not None]

@@ -110,8 +110,11 @@ def test_recommend_json_has_both_edges_with_bracket_and_censored(refined: str) -
     for record in records:
         for name in ("divergence_edge", "oscillation_edge"):
             edge = record[name]
-            assert set(edge) >= {"step_size", "bracket", "censored", "refined"}
+            assert set(edge) >= {"value", "step_size", "bracket", "censored", "refined"}
             assert len(edge["bracket"]) == 2 and isinstance(edge["censored"], bool)
+            low, high = edge["bracket"]
+            assert edge["value"] == (low if low is not None else high)
+            assert edge["censored"] == (low is None or high is None)
         # the keys it has always had are still there
         assert {"max_stable_step_size", "theory_max_step_size", "min_steps_to_equilibrium", "cheapest"} <= set(record)
 
