@@ -743,6 +743,8 @@ def _boundary_figure(
         if data.size:
             if data.max() / data.min() >= 10:
                 ax.set_yscale("log")
+            elif ax is right:  # counts that hardly vary: from 0, so a few steps do not look like a trend
+                ax.set_ylim(bottom=0, top=1.1 * data.max())
             ax.legend(fontsize=7)
     left.set_ylabel(axis_label(ds["step_size"]))
     steps = next((r["divergence_edge"]["steps"] for r in records if r.get("divergence_edge")), None)
