@@ -21,6 +21,11 @@ Sections (all in one invocation, so that they share the machine's load):
 4. scaling — runs/s and peak memory of the whole CLI process tree (psutil RSS, sampled)
    at 1x, 4x, 16x a base sweep, and 1 vs 2 workers.
 5. the million-run sweep through ``diffsweep run`` (``--skip-million`` to skip).
+6. refine — ``diffsweep refine`` locating the divergence edge of a 64-coefficient FTCS
+   sweep to rtol 1e-3 against a dense grid of the same resolution, runs spent and wall
+   time side by side on one LocalCluster (``benchmarks/refine.py``; target: 20x fewer
+   runs; ``--skip-refine`` to skip). ``python benchmarks/refine.py`` alone adds the
+   accuracy study (the step count from which the edge is within rtol of 2/λ_max).
 
 The reference sweep: 1-D FTCS, 128 cells, Neumann walls, step initial condition,
 100 coefficients (geomspace 1e-3..1) x 100 CFL numbers (linspace 0.005..0.495: every run
@@ -52,6 +57,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernels
+import refine as refine_bench
 
 from pipeline.numerics import Grid, initial_condition, integrate
 
@@ -484,6 +490,9 @@ def print_table(r: dict) -> None:
         row(f"million-run sweep ({mm['runs']:,} runs, {mm['results']:,} results)", f"{mm['wall_seconds']:.0f} s",
             f"{mm['runs_per_s']:,.0f} runs/s, peak RSS {mm['peak_rss_bytes'] / 2**20:.0f} MiB, "
             f"scheduler share {mm['scheduler_share']:.1%}")
+    if "refine" in r:
+        for label, value, note in refine_bench.rows(r["refine"]):
+            row(label, value, note)
     print("\n".join(lines))
 
 
@@ -492,6 +501,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs (seconds)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--skip-million", action="store_true", help="skip the million-run sweep (minutes)")
+    parser.add_argument("--skip-refine", action="store_true", help="skip refine against a dense grid")
     options = parser.parse_args(argv)
     quick = options.quick
     workers = 2 if (os.cpu_count() or 1) >= 2 else 1
@@ -533,6 +543,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not options.skip_million and not quick:
             million = sweep_yaml("million", 1000, 1000, [2500, 5000, 7500, 10000])
             results["million"] = run_cli(workdir, "million", million, workers)
+    if not options.skip_refine:
+        results["refine"] = refine_bench.bench_refine(quick, workers)
     results["load_end"] = load()
     print_table(results)
     if options.json:

@@ -27,7 +27,8 @@ def test_benchmark_quick_prints_table_and_writes_json(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     table = completed.stdout
-    for line in ("stream copy bandwidth", "FTCS 1-D", "first-passage watch", "speed-up over the baseline", "scheduler share", "store writes"):
+    for line in ("stream copy bandwidth", "FTCS 1-D", "first-passage watch", "speed-up over the baseline", "scheduler share",
+                 "store writes", "runs: dense / refine", "wall time: dense / refine"):
         assert line in table, table
     results = json.loads(output.read_text())
     end_to_end = results["end_to_end"]
@@ -37,3 +38,8 @@ def test_benchmark_quick_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert end_to_end["store_bytes_on_disk"] > 0
     assert results["baseline"]["samples"] > 0 and results["baseline"]["results_per_s"] > 0
     assert 0 < results["speedup"] < float("inf")
+    refined = results["refine"]  # both sides really ran: every edge bracketed by refine and by the dense grid
+    coefficients = refined["study"]["coefficients"]
+    assert refined["refine"]["bound_inside_bracket"] == coefficients == refined["brackets_overlap"]
+    assert refined["dense"]["runs"] == refined["dense"]["step_sizes"] * coefficients
+    assert refined["runs_ratio"] == refined["dense"]["runs"] / refined["refine"]["runs"]
