@@ -283,6 +283,11 @@ def prepare(url: str, request: Request, storage_options: Mapping[str, Any] | Non
     if sweep.sha256 != attrs.get("sweep_hash"):
         raise StoreError(f"{_refusal_prefix(url)}: its sweep_definition does not match its sweep_hash")
     axis = sweep.step_axis
+    if sweep.zipped:
+        raise RefineError(
+            f"{url!r} zips {' and '.join(sweep.zipped_names)} into one dimension 'case' (a zip: sweep), so it has no "
+            f"{axis} column to search along; refine a store that sweeps coefficient and {axis} as a grid"
+        )
     if request.axis is not None and request.axis != axis:
         raise RefineError(
             f"axis {request.axis!r} is not swept in {url!r} (its axes: {', '.join(sweep.axis_names)}); "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 
 import numpy as np
@@ -169,6 +171,15 @@ def test_maps_and_recommend_refuse_a_zipped_store_in_one_line_and_status_reads_i
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and refusal in lines[0] and "Traceback" not in result.output
     assert not out.exists()
+    # refine has no step-size column to search in a zip: one line, exit 2, the store untouched
+    from conftest import tree_digest
+
+    before = tree_digest(Path(url))
+    result = cli_runner.invoke(cli, ["refine", url])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "zips coefficient and step_size into one dimension 'case'" in lines[0]
+    assert tree_digest(Path(url)) == before
     # the categorical plot of a plain open_zarr: every case over the step counts
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import to_rgba
