@@ -442,12 +442,13 @@ def test_a_truncated_chunk_is_named_by_variable_and_block(command: str, sweeps, 
 def test_verify_a_sound_store_a_non_store_and_an_overridden_definition(sweeps, tmp_path: Path) -> None:
     result = diffsweep("verify", str(sweeps["minimal-clean"]))
     assert result.returncode == 0
+    # 2 blocks x 9 variables, the 2 per-run first passages (steps_to_equilibrium, steps_to_divergence) among them
     assert one_line(result.stdout) == (
-        f"OK: {sweeps['minimal-clean']}: 2 of 2 blocks recorded done, 14 chunks decoded; "
+        f"OK: {sweeps['minimal-clean']}: 2 of 2 blocks recorded done, 18 chunks decoded; "
         "metadata and attributes match the definition"
     )
     code, output = invoke("verify", str(sweeps["minimal-clean"]), "--json")
-    assert code == 0 and json.loads(output)["chunks_checked"] == 14
+    assert code == 0 and json.loads(output)["chunks_checked"] == 18
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "notes.txt").write_text("x")
