@@ -6,7 +6,7 @@ import errno
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -159,7 +159,10 @@ def run(
             else:
                 try:
                     with ExitStack() as cluster_open:
-                        with interruptions.workers_ignore_ctrl_c():
+                        # only a local cluster starts worker processes here; connecting to a
+                        # running scheduler stays interruptible by Ctrl-C
+                        spawning = cluster.kind == "local"
+                        with interruptions.workers_ignore_ctrl_c() if spawning else nullcontext():
                             client = cluster_open.enter_context(open_client(cluster, warn=echo_warning))
                         try:
                             click.echo(describe(client), err=True)

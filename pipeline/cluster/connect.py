@@ -133,6 +133,20 @@ def _run_bounded(make: Callable[[], Any], timeout: float) -> Any:
     return outcome["value"]
 
 
+def _accepts_tcp(address: str) -> bool:
+    """Whether something accepts a TCP connection at ``address`` now (within 2 s)."""
+    import socket
+
+    from distributed.comm import parse_host_port
+
+    host, port = parse_host_port(address.split("://", 1)[-1])
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def _identify(
     address: str, security: distributed.Security | None, timeout: float
 ) -> dict[str, Any]:
@@ -161,7 +175,9 @@ def _identify(
     try:
         answer = _run_bounded(identity, timeout)
     except TimeoutError:
-        if not connected:  # the overall bound fired while dask was still retrying TCP
+        # dask's connect covers both TCP (retried while refused) and its handshake:
+        # the bound fired in one or the other, and only a plain TCP connect tells which
+        if not connected and not _accepts_tcp(address):
             raise OSError(f"timed out after {timeout:g} s trying to connect") from None
         raise
     if not isinstance(answer, dict):
