@@ -104,6 +104,14 @@ _OPTIONS = [
         default=None,
         help="Worker processes of the local cluster (default: one per core).",
     ),
+    click.option(
+        "--processes/--threads",
+        default=None,
+        help=(
+            "Local cluster only: workers as processes (isolated; the default), or as "
+            "threads in this process (no process start-up: faster for small sweeps)."
+        ),
+    ),
     cluster_kind_option,
     click.option(
         "--jobs",
@@ -240,7 +248,7 @@ def cluster_options(f: F) -> F:
     """Add the cluster and storage options to a click command.
 
     The command receives ``cluster`` (a :class:`~pipeline.cluster.ClusterSpec` built from
-    ``--scheduler``, ``--scheduler-file``, ``--workers``, ``--cluster``, ``--jobs``,
+    ``--scheduler``, ``--scheduler-file``, ``--workers``, ``--processes``/``--threads``, ``--cluster``, ``--jobs``,
     ``--maximum-jobs``, ``--tls-ca-file``, ``--tls-cert``, ``--tls-key``,
     ``--connect-timeout`` and ``--worker-timeout``) and ``storage_options`` (a dict from
     ``--storage-option`` and the dask config).  Values the spec refuses are a usage

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster.connect import Warn, connect, read_scheduler_file
 from pipeline.cluster.jobqueue import jobqueue_cluster
-from pipeline.cluster.spec import ClusterSpec
+from pipeline.cluster.spec import LOCAL_PROCESSES, ClusterSpec
 from pipeline.errors import (
     ClusterError,
     DiffsweepError,
@@ -153,7 +153,8 @@ def _start_client(stack: ExitStack, spec: ClusterSpec, warn: Warn) -> distribute
     configured = dask.config.get("scheduler-address", None)
     if configured:
         return connect(configured, security=security, timeout=timeout, warn=warn)
-    return _local_client(stack, workers=spec.workers, processes=spec.processes)
+    processes = LOCAL_PROCESSES if spec.processes is None else spec.processes
+    return _local_client(stack, workers=spec.workers, processes=processes)
 
 
 def _scheduler_address(client: distributed.Client) -> str:
@@ -269,6 +270,9 @@ def _local_client(stack: ExitStack, *, workers: int | None, processes: bool) -> 
     from distributed import Client, LocalCluster
 
     n_workers = workers or CPU_COUNT or 1
+    if not processes and not _numba_threadsafe():
+        logger.info("no thread-safe numba threading layer (tbb or OpenMP): worker processes instead of threads")
+        processes = True
     with warnings.catch_warnings(record=True) as caught:
         # "Port 8787 is already in use ... on port N instead": falling back is what we want.
         warnings.filterwarnings("always", message="Port .* is already in use", category=UserWarning)
@@ -289,6 +293,34 @@ def _local_client(stack: ExitStack, *, workers: int | None, processes: bool) -> 
     return Client(local, set_as_default=False)
 
 
+def _numba_threadsafe() -> bool:
+    """Make numba's parallel kernels safe to call from several threads at once, if it can.
+
+    Worker threads each run a block's kernels at the same time; numba's own fallback
+    threading layer (``workqueue``) aborts the process on concurrent launches, while its
+    TBB and OpenMP layers allow them. ``False`` when neither can be loaded here, or when
+    a kernel already started another layer in this process.
+    """
+    import importlib
+
+    import numba
+
+    for module in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # the library it wraps (libtbb, libgomp) is missing
+            continue
+        break
+    else:
+        return False
+    try:
+        current = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet: the layer is still ours to choose
+        numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]  # untyped module
+        return True
+    return current in ("tbb", "omp")
+
+
 # --------------------------------------------------------------------------- describing
 
 
@@ -298,8 +330,9 @@ def describe(client: distributed.Client) -> str:
     address = _scheduler_address(client)
     n_workers = len(nthreads)
     n_threads = sum(nthreads.values())
+    where = "in this process" if address.startswith("inproc://") else address
     text = (
-        f"dask scheduler {address}: {n_workers} worker{'s' if n_workers != 1 else ''}, "
+        f"dask scheduler {where}: {n_workers} worker{'s' if n_workers != 1 else ''}, "
         f"{n_threads} thread{'s' if n_threads != 1 else ''}"
     )
     link = dashboard_link(client)
@@ -320,6 +353,8 @@ def dashboard_link(client: distributed.Client) -> str | None:
         return None
     if "dashboard" not in info.get("services", {}):
         return None
+    if _scheduler_address(client).startswith("inproc://"):  # threads: served on loopback here
+        return f"http://127.0.0.1:{info['services']['dashboard']}/status"
     try:
         link: str = client.dashboard_link
     except Exception:

@@ -12,13 +12,17 @@ from pipeline.errors import ClusterConfigError
 if TYPE_CHECKING:
     import distributed
 
-__all__ = ["CONNECT_TIMEOUT_CONFIG_KEY", "WORKER_TIMEOUT_CONFIG_KEY", "ClusterSpec"]
+__all__ = ["CONNECT_TIMEOUT_CONFIG_KEY", "LOCAL_PROCESSES", "WORKER_TIMEOUT_CONFIG_KEY", "ClusterSpec"]
 
 #: dask config key: seconds (or "10s") to wait for a scheduler to answer
 CONNECT_TIMEOUT_CONFIG_KEY = "diffsweep.connect-timeout"
 
 #: dask config key: seconds (or "60s") a running scheduler may have no workers
 WORKER_TIMEOUT_CONFIG_KEY = "diffsweep.worker-timeout"
+
+#: Whether the local cluster runs its workers as processes when the spec does not say
+#: (``--processes``/``--threads``); chosen by benchmarks/run.py's start-up section.
+LOCAL_PROCESSES = True
 
 
 def _configured_seconds(key: str, default: str) -> float:
@@ -73,7 +77,9 @@ class ClusterSpec:
         ``diffsweep.worker-timeout``, else 60 s, for a running scheduler or a local
         cluster; no limit with ``cluster``, whose jobs wait in the batch queue.
     processes
-        Local cluster only: worker processes (default) or threads in this process.
+        Local cluster only: ``True`` worker processes, ``False`` worker threads in this
+        process (no process start-up, one copy of the imports and kernels), ``None``
+        (default) :data:`LOCAL_PROCESSES`.
 
     Raises
     ------
@@ -103,7 +109,7 @@ class ClusterSpec:
     tls_key: str | None = None
     connect_timeout: float = field(default_factory=_connect_timeout_default)
     worker_timeout: float | None = None
-    processes: bool = True
+    processes: bool | None = None
 
     def __post_init__(self) -> None:
         chosen = [
@@ -130,6 +136,12 @@ class ClusterSpec:
                     f"`{name}` {value:g}: expected a positive number of seconds",
                     arguments=(name,),
                 )
+        if self.processes is not None and self.kind != "local":
+            raise ClusterConfigError(
+                "`processes` chooses how the local cluster runs its workers; a running "
+                "scheduler or a batch cluster has its own",
+                arguments=("processes",),
+            )
         if self.workers is not None and self.kind != "local":
             raise ClusterConfigError(
                 "`workers` sizes the local cluster only; with `cluster` use `jobs`, "
