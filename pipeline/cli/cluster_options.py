@@ -108,8 +108,9 @@ _OPTIONS = [
         "--processes/--threads",
         default=None,
         help=(
-            "Local cluster only: workers as processes (isolated; the default), or as "
-            "threads in this process (no process start-up: faster for small sweeps)."
+            "Local cluster only: workers as processes (isolated, stopped at once by Ctrl-C), "
+            "or as threads in this process (no process start-up). Default: threads for "
+            "a sweep estimated at up to a minute of one core, processes above."
         ),
     ),
     cluster_kind_option,

@@ -107,6 +107,7 @@ def run(
     from pipeline.cli import interruptions
     from pipeline.cluster import describe, open_client
     from pipeline.executors import DaskExecutor, Executor, InProcessExecutor
+    from pipeline.planning import plan as make_plan
     from pipeline.store_probe import absolute_store_path, check_store_writable
     from pipeline.sweep import WORKER_BASELINE_BYTES, load_sweep
 
@@ -159,11 +160,12 @@ def run(
             else:
                 try:
                     with ExitStack() as cluster_open:
-                        # only a local cluster starts worker processes here; connecting to a
-                        # running scheduler stays interruptible by Ctrl-C
-                        spawning = cluster.kind == "local"
+                        chosen = cluster.for_sweep(make_plan(sweep).core_seconds)  # threads if small
+                        # only local worker processes are started here; connecting to a
+                        # running scheduler (or starting threads) stays interruptible by Ctrl-C
+                        spawning = chosen.kind == "local" and chosen.processes is not False
                         with interruptions.workers_ignore_ctrl_c() if spawning else nullcontext():
-                            client = cluster_open.enter_context(open_client(cluster, warn=echo_warning))
+                            client = cluster_open.enter_context(open_client(chosen, warn=echo_warning))
                         try:
                             click.echo(describe(client), err=True)
                             if quiet:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster.connect import Warn, connect, read_scheduler_file
 from pipeline.cluster.jobqueue import jobqueue_cluster
-from pipeline.cluster.spec import LOCAL_PROCESSES, ClusterSpec
+from pipeline.cluster.spec import ClusterSpec
 from pipeline.errors import (
     ClusterError,
     DiffsweepError,
@@ -153,8 +153,7 @@ def _start_client(stack: ExitStack, spec: ClusterSpec, warn: Warn) -> distribute
     configured = dask.config.get("scheduler-address", None)
     if configured:
         return connect(configured, security=security, timeout=timeout, warn=warn)
-    processes = LOCAL_PROCESSES if spec.processes is None else spec.processes
-    return _local_client(stack, workers=spec.workers, processes=processes)
+    return _local_client(stack, workers=spec.workers, processes=spec.processes is not False)
 
 
 def _scheduler_address(client: distributed.Client) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pipeline.cluster.jobqueue import check_kind
@@ -12,7 +12,7 @@ from pipeline.errors import ClusterConfigError
 if TYPE_CHECKING:
     import distributed
 
-__all__ = ["CONNECT_TIMEOUT_CONFIG_KEY", "LOCAL_PROCESSES", "WORKER_TIMEOUT_CONFIG_KEY", "ClusterSpec"]
+__all__ = ["CONNECT_TIMEOUT_CONFIG_KEY", "THREADS_UP_TO_CORE_SECONDS", "WORKER_TIMEOUT_CONFIG_KEY", "ClusterSpec"]
 
 #: dask config key: seconds (or "10s") to wait for a scheduler to answer
 CONNECT_TIMEOUT_CONFIG_KEY = "diffsweep.connect-timeout"
@@ -20,9 +20,12 @@ CONNECT_TIMEOUT_CONFIG_KEY = "diffsweep.connect-timeout"
 #: dask config key: seconds (or "60s") a running scheduler may have no workers
 WORKER_TIMEOUT_CONFIG_KEY = "diffsweep.worker-timeout"
 
-#: Whether the local cluster runs its workers as processes when the spec does not say
-#: (``--processes``/``--threads``); chosen by benchmarks/run.py's start-up section.
-LOCAL_PROCESSES = True
+#: A sweep estimated at up to this many core-seconds runs its local cluster's workers as
+#: threads in this process unless told otherwise (``--processes``/``--threads``): starting
+#: worker processes costs seconds, most of such a sweep's time (benchmarks/run.py,
+#: "start-up"). Longer sweeps get worker processes: isolated from each other and from
+#: this process, and stopped at once by Ctrl-C.
+THREADS_UP_TO_CORE_SECONDS = 60.0
 
 
 def _configured_seconds(key: str, default: str) -> float:
@@ -79,7 +82,7 @@ class ClusterSpec:
     processes
         Local cluster only: ``True`` worker processes, ``False`` worker threads in this
         process (no process start-up, one copy of the imports and kernels), ``None``
-        (default) :data:`LOCAL_PROCESSES`.
+        (default) threads for a small sweep, processes otherwise (see :meth:`for_sweep`).
 
     Raises
     ------
@@ -198,6 +201,23 @@ class ClusterSpec:
         import dask.config
 
         return "config" if dask.config.get("scheduler-address", None) else "local"
+
+    def for_sweep(self, core_seconds: float) -> ClusterSpec:
+        """This spec with ``processes`` decided for a sweep of ``core_seconds`` (its estimate).
+
+        Only a local cluster whose ``processes`` is not given changes: threads up to
+        :data:`THREADS_UP_TO_CORE_SECONDS`, processes above.
+
+        Examples
+        --------
+        >>> ClusterSpec().for_sweep(2.0).processes, ClusterSpec().for_sweep(3600.0).processes
+        (False, True)
+        >>> ClusterSpec(processes=True).for_sweep(2.0).processes
+        True
+        """
+        if self.processes is not None or self.kind != "local":
+            return self
+        return replace(self, processes=core_seconds > THREADS_UP_TO_CORE_SECONDS)
 
     @property
     def worker_wait(self) -> float | None:
