@@ -7,7 +7,9 @@ Sections (all in one invocation, so that they share the machine's load):
    implicit schemes as the cost of one checkpoint relative to one FTCS step; the FTCS
    kernel with the first-passage watch on against the plain kernel, side by side
    (target: at most 15 % slower).
-2. end to end — ``diffsweep run`` (the real CLI in a subprocess, LocalCluster start-up
+2. start-up — the small sweep a laptop user runs first (10 240 results) through the whole
+   CLI, with the local cluster's default workers, threads, processes and ``--in-process``.
+   End to end — ``diffsweep run`` (the real CLI in a subprocess, LocalCluster start-up
    included) on the reference sweep, against the baseline a user would write: one
    ``dask.delayed`` task per (coefficient, step size, steps) result with a numpy loop,
    on a LocalCluster of the same size (2 workers x 1 thread), measured on a fixed random
@@ -216,10 +218,13 @@ class TreeMemory:
         return self.peak
 
 
-def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bool = False) -> dict:
+def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bool = False,
+            local: str | None = None) -> dict:
     """``diffsweep run`` in a subprocess: wall time, peak memory, the store's own timings.
 
-    ``in_process`` (``--quick`` only) runs the blocks without dask (``--in-process``).
+    ``in_process`` runs the blocks without dask (``--in-process``); ``local`` is
+    ``"--threads"`` or ``"--processes"`` for the local cluster's workers (default: the
+    CLI's own choice).
     """
     import zarr
 
@@ -231,7 +236,8 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
     store = workdir / f"{name}-{workers}w.zarr"
     shutil.rmtree(store, ignore_errors=True)
     command = [sys.executable, "-m", "pipeline.cli.main", "run", str(path), "-o", str(store),
-               "--no-progress", *(["--in-process"] if in_process else ["--workers", str(workers)])]
+               "--no-progress", *(["--in-process"] if in_process else ["--workers", str(workers)]),
+               *([local] if local and not in_process else [])]
     if shutil.which("diffsweep"):
         command = ["diffsweep", *command[3:]]
     start = time.perf_counter()
@@ -264,6 +270,22 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
         "write_bytes_per_s": plan.store_bytes / write if write > 0 else float("nan"),
         "cell_updates": plan.cell_updates,
     }
+
+
+def bench_startup(workdir: Path, workers: int, repeats: int) -> dict:
+    """The small sweep a laptop user runs first, whole CLI: the default, threads, processes, no dask.
+
+    1-D FTCS, 128 cells, 32 x 32 runs to 1000..10000 steps (10 240 results); best of
+    ``repeats`` wall times of each way, alternated so that they share the machine's load.
+    """
+    text = sweep_yaml("startup", 32, 32, list(range(1000, 10001, 1000)))
+    ways = {"default": {}, "--threads": {"local": "--threads"}, "--processes": {"local": "--processes"},
+            "--in-process": {"in_process": True}}
+    walls: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, options in ways.items():
+            walls[way].append(run_cli(workdir, "startup", text, workers, **options)["wall_seconds"])
+    return {"results": 10_240, "walls": walls, "best": {way: min(w) for way, w in walls.items()}}
 
 
 # -- the baseline a user would write --------------------------------------------------------
@@ -446,6 +468,12 @@ def print_table(r: dict) -> None:
             f"{t[f'{s}_seconds'] / t['ftcs_seconds']:.3f}x",
             f"to {t['checkpoints'][-1]} steps, batch {t['batch']}: per step of the sweep")
 
+    st = r["startup"]
+    best = st["best"]
+    row(f"small sweep ({st['results']:,} results), whole CLI, default", f"{best['default']:.2f} s",
+        f"wall, best of {len(st['walls']['default'])}; target <= 1.5 s: {'met' if best['default'] <= 1.5 else 'NOT met'}")
+    for way in ("--threads", "--processes", "--in-process"):
+        row(f"  same, {way}", f"{best[way]:.2f} s", f"{best[way] / best['default']:.2f}x the default")
     e, b = r["end_to_end"], r["baseline"]
     how = "--in-process" if e["in_process"] else f"{e['workers']} workers"
     row(f"diffsweep run ({how}), reference sweep ({e['runs']} runs, {e['results']} results)",
@@ -526,6 +554,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["baseline"] = bench_baseline(samples, *reference, steps, 1 if quick else workers,
                                              processes=not quick,
                                              library=(workdir, sweep_yaml("reference", *reference, steps)))
+        results["startup"] = bench_startup(workdir, 1 if quick else workers, 1 if quick else 3)
         results["end_to_end"] = run_cli(workdir, "reference", sweep_yaml("reference", *reference, steps),
                                         1 if quick else workers, in_process=quick)
         results["speedup"] = results["end_to_end"]["results_per_s"] / results["baseline"]["results_per_s"]
