@@ -56,6 +56,12 @@ def plan(
         from pipeline.cluster import job_script
 
         summary["job_script"] = job_script(cluster)
+    else:
+        from pipeline.cluster import ClusterSpec
+
+        local = ClusterSpec().for_sweep(summary["estimated_core_seconds"])
+        if local.processes is not None:  # a local cluster (no scheduler-address in the dask config)
+            summary["local_workers"] = "processes" if local.processes else "threads"
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -75,6 +81,8 @@ def plan(
         ("store size", f"{format_bytes(summary['store_bytes'])} uncompressed"),
         ("unstable (theory)", f"{summary['unstable_fraction']:.1%} of runs above the von Neumann bound"),
     ]
+    if "local_workers" in summary:
+        rows.append(("local workers", f"{summary['local_workers']} (a local run; --threads/--processes to choose)"))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"{label:<{width}}  {value}")
