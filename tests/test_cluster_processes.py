@@ -800,13 +800,14 @@ def _http_status(url: str) -> int:
         return int(response.status)
 
 
-def test_run_prints_a_local_dashboard_that_answers(long_sweep: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["--processes", "--threads"])
+def test_run_prints_a_local_dashboard_that_answers(workers: str, long_sweep: Path, tmp_path: Path) -> None:
     """bokeh is a dependency: the local cluster serves its dashboard on 127.0.0.1."""
     import re
 
     run = subprocess.Popen(
         ["diffsweep", "run", str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
-         "--workers", "1"],
+         "--workers", "1", workers],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
