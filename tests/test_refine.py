@@ -332,3 +332,38 @@ def test_the_cheapest_setting_reaches_equilibrium_in_the_fewest_steps(tmp_path: 
     assert refine.refine(refine.prepare(url, refine.Request(target="cheapest", rtol=1e-3))).nothing_to_do
     if horizon == 500:
         assert steps <= horizon
+
+
+# -- particle schemes -------------------------------------------------------------------------
+
+
+def test_refined_edges_of_the_particle_schemes_are_their_exact_validity_bounds(tmp_path: Path) -> None:
+    """The lattice walk exists while its jump probability 2·d·p <= 1 (p = D·Δt/Δx², the
+    CFL number), and Euler–Maruyama in a harmonic well of stiffness k is stable while
+    k·Δt < 2: both edges are exact, whatever the particles' noise, and refine finds them
+    from sweeps that lie entirely on the valid side (so it must extend them outward)."""
+    rtol = 1e-3
+    walk = """\
+name: walk-edge
+model: {scheme: random-walk, dims: 1, cells: 16, boundary: neumann, initial: step, particles: 200}
+sweep:
+  coefficient: [0.1, 1.0]
+  cfl: [0.1, 0.2, 0.3]
+  steps: [10]
+"""
+    langevin = """\
+name: langevin-edge
+model: {scheme: langevin, dims: 1, cells: 16, boundary: neumann, initial: step, particles: 200, confinement: 20.0}
+sweep:
+  coefficient: [0.1, 1.0]
+  step_size: [0.01, 0.02, 0.04]
+  steps: [10]
+"""
+    for name, text, exact in (("walk", walk, 0.5), ("langevin", langevin, 2.0 / 20.0)):
+        url = compute_store(text, tmp_path / f"{name}.zarr")
+        refine.refine(refine.prepare(url, refine.Request(rtol=rtol)))
+        ds = xr.open_zarr(url, group="refine").load()
+        assert (ds.divergence_censored == FOUND).all(), name
+        low, high = ds.divergence_bracket_low.values, ds.divergence_bracket_high.values
+        assert (low <= exact).all() and (exact <= high).all(), (name, low, high)
+        assert (high <= low * (1 + rtol)).all(), name
