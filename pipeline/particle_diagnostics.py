@@ -21,7 +21,10 @@ differences, all because a histogram of ``N`` particles is noisy:
   overshoot exceeds the noise floor — except for confined Langevin, where no maximum
   principle holds (particles gather in the well) and *oscillating* means that the drift
   carries every particle past the centre each step, ``1 < k dt < 2`` (the particle
-  picture of overshooting the target, which checkpoints of a histogram cannot see), and growth between checkpoints counts only when
+  picture of overshooting the target, which checkpoints of a histogram cannot see), and
+  growth over the window ``[m, n]`` (``m`` the largest power of two not above ``n / 2``,
+  as for the grid schemes, so the class at ``n`` does not depend on the other
+  checkpoints) counts only when
   ``||h - u_eq||`` rose by more than noise can make it, twice ``3 m sqrt(N)`` (the
   multinomial noise ``h - E h`` has RMS norm below ``m sqrt(N)``, and moves the norm by
   at most its own norm);
@@ -59,6 +62,7 @@ from pipeline.diagnostics import (
 )
 from pipeline.numerics import Grid, continuous_solution
 from pipeline.numerics.particles import drift_unstable, langevin, random_walk
+from pipeline.numerics.passage import growth_window_start
 
 __all__ = [
     "PARTICLE_ATTRIBUTES",
@@ -246,26 +250,39 @@ def measure_particles(
     distance_ok = np.zeros((batch, n), dtype=bool)
 
     overshooting = np.zeros(batch, dtype=bool)
+    checkpoints = [int(steps) for steps in checkpoints]
+    position = {steps: i for i, steps in enumerate(checkpoints)}
+    # growth at n is measured over [m(n), n] as for the grid schemes, so the status at n
+    # does not depend on the other checkpoints; the streams are counter-based, so
+    # stopping at the window starts too changes no particle's path
+    window_starts = {growth_window_start(steps) for steps in checkpoints}
+    stops = sorted(set(checkpoints) | (window_starts - {0}))
     if scheme == "random-walk":
-        runs = random_walk(boundary, grid, initial, coefficient, step_size, checkpoints, particles=particles, keys=keys)
+        runs = random_walk(boundary, grid, initial, coefficient, step_size, stops, particles=particles, keys=keys)
         unstable = np.zeros(batch, dtype=bool)
     else:
         runs = langevin(
-            boundary, grid, initial, coefficient, step_size, checkpoints,
+            boundary, grid, initial, coefficient, step_size, stops,
             particles=particles, keys=keys, confinement=confinement,
         )
         unstable = drift_unstable(confinement, step_size)
         if confined:
             overshooting = (confinement * step_size > 1) & ~unstable
     initial_variance = _initial_variance(grid, initial)
-    previous_norm = np.sqrt(((initial[None] - equilibrium) ** 2).sum(axis=spatial))
-    previous_steps = 0
+    norms_at = {0: np.sqrt(((initial[None] - equilibrium) ** 2).sum(axis=spatial))}
     histogram = np.broadcast_to(initial, (batch, *grid.shape))
     with np.errstate(all="ignore"):
-        for i, (steps, snapshot) in enumerate(runs):
+        for steps, snapshot in runs:
             histogram = snapshot.concentration
             deviation = histogram - equilibrium
             norm = np.sqrt((deviation**2).sum(axis=spatial))
+            if steps in window_starts:
+                norms_at[steps] = norm
+            if steps not in position:
+                continue
+            i = position[steps]
+            previous_steps = growth_window_start(steps)
+            previous_norm = norms_at[previous_steps]
             distance = np.abs(deviation).max(axis=spatial) / initial_range
             overshoot = np.maximum(
                 np.maximum(histogram.max(axis=spatial) - peak, lowest - histogram.min(axis=spatial)), 0.0
@@ -310,7 +327,6 @@ def measure_particles(
             out["noise_floor"][snapshot.invalid, i] = np.nan
             if fields is not None:
                 fields[:, i] = histogram
-            previous_norm, previous_steps = norm, steps
 
     out["status"] = status
     out["reason"] = reason

@@ -527,3 +527,29 @@ def test_particle_benchmark_quick_prints_its_table(tmp_path) -> None:
     results = json.loads(output.read_text())
     assert results["quick"] is True and len(results["rows"]) == 6
     assert all(row["rate_cpu"] > 0 for row in results["rows"])
+
+
+@pytest.mark.parametrize("scheme", ["random-walk", "langevin"])
+@pytest.mark.parametrize("n", [37, 300])
+def test_particle_status_at_n_does_not_depend_on_the_other_checkpoints(scheme: str, n: int) -> None:
+    """As for the grid schemes: growth at n is measured over [m(n), n], and the streams are
+    counter-based, so asking for other step counts beside n changes nothing at n."""
+    from pipeline.particle_diagnostics import measure_particles
+
+    grid = Grid(dims=1, cells=16, length=1.0)
+    runs = 6
+    coefficient = np.full(runs, 0.5)
+    # CFL numbers on both sides of the walk's validity bound 1/2 (Langevin: k dt from 0.06 to 1.8)
+    step_size = np.array([0.05, 0.2, 0.45, 0.5, 0.55, 0.9]) * grid.dx**2 / coefficient
+    options = {"particles": 300, "confinement": 4000.0 if scheme == "langevin" else 0.0,
+               "keys": keys_for(runs), "tolerance": 1e-3, "divergence": 1e3}
+    initial = initial_condition("step", grid)
+    asked = [[n], [n // 10, n], [1, n // 2, n]]
+    results = [
+        measure_particles(scheme, "neumann", grid, initial, coefficient, step_size, steps, **options)
+        for steps in asked
+    ]
+    reference = results[0]
+    for out in results[1:]:
+        for name in ("status", "reason", "distance", "overshoot", "growth", "mass_error", "variance"):
+            np.testing.assert_array_equal(out[name][:, -1], reference[name][:, 0], err_msg=name)
