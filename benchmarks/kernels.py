@@ -33,6 +33,7 @@ import time
 
 import numba
 import numpy as np
+from numba import njit
 
 from pipeline.numerics import Grid, ftcs, initial_condition, integrate, stability_limit
 from pipeline.numerics.passage import FirstPassage, FtcsWatch
@@ -48,13 +49,64 @@ CASES = [
 SCHEMES = ("ftcs", "backward-euler", "crank-nicolson")
 
 
-def best_time(function, repeats: int) -> float:
+def best_time(function, repeats: int, clock=time.perf_counter) -> float:
+    """Fewest seconds of ``clock`` over ``repeats`` calls (``time.process_time`` for one
+    thread on a shared machine: time-slicing by other jobs then does not count)."""
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         function()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
+
+
+#: floating-point operations per FTCS cell update, as compiled (no fastmath, so no FMA):
+#: 1-D ``u + r ((w - 2 u) + e)``: 2 mul + 3 add; 2-D 2 mul + 5 add; 3-D 2 mul + 7 add
+OPS_PER_UPDATE = {1: 5, 2: 7, 3: 9}
+
+
+@njit(cache=True, nogil=True)
+def _mul_add_chains(x, repeats, c):  # pragma: no cover - compiled
+    # independent lanes (vectorised across j), each a chain of multiplies and adds:
+    # the throughput of separate vector mul/add, which is what the FTCS kernels use
+    for _ in range(repeats):
+        for j in range(x.shape[0]):
+            v = x[j]
+            v = v * c + c
+            v = v * c + c
+            v = v * c + c
+            v = v * c + c
+            v = v * c + c
+            v = v * c + c
+            v = v * c + c
+            v = v * c + c
+            x[j] = v
+    return x
+
+
+def fp_peak(repeats: int) -> float:
+    """Measured separate multiply/add throughput of one core (operations/s, one thread).
+
+    An L1-resident array of 512 doubles, 16 operations per element per pass: the
+    compute roof of a kernel that does ``n`` such operations per cell update is this
+    figure divided by ``n``.
+    """
+    x = np.full(512, 0.5)
+    _mul_add_chains(x, 2, 0.5)
+    passes = 20000
+    seconds = best_time(lambda: _mul_add_chains(x, passes, 0.5), repeats, time.process_time)
+    return x.size * passes * 16 / seconds
+
+
+def roofs(dims: int, fp_ops_per_s: float, stream_bytes_per_s: float) -> dict:
+    """Compute roof and streaming-memory roof of FTCS in ``dims`` dimensions (updates/s).
+
+    ``compute``: :func:`fp_peak` over :data:`OPS_PER_UPDATE`.  ``memory``: the stream
+    copy bandwidth over 16 bytes per update (read and write each cell every step, no
+    reuse between steps); the kernels beat it because a run stays in L1/L2 for all its
+    steps, so the compute roof is the binding one.
+    """
+    return {"compute": fp_ops_per_s / OPS_PER_UPDATE[dims], "memory": stream_bytes_per_s / 16}
 
 
 def stream_copy_bandwidth(repeats: int, mebibytes: int = 256) -> float:
@@ -83,7 +135,7 @@ def numpy_baseline(runs: int, steps: int, repeats: int) -> float:
     return runs * grid.size * steps / best_time(work, repeats)
 
 
-def kernel_rate(scheme, dims, cells, batch, steps, repeats) -> float:
+def kernel_rate(scheme, dims, cells, batch, steps, repeats, clock=time.perf_counter) -> float:
     grid = Grid(dims, cells, 1.0)
     initial = initial_condition("random", grid)
     limit = 0.5 / dims
@@ -97,7 +149,7 @@ def kernel_rate(scheme, dims, cells, batch, steps, repeats) -> float:
     # compile / warm the caches on a small batch first
     for _ in integrate(scheme, "neumann", grid, initial, coefficient[:2], step_size[:2], [2]):
         pass
-    return batch * grid.size * steps / best_time(work, repeats)
+    return batch * grid.size * steps / best_time(work, repeats, clock)
 
 
 #: (dims, cells, batch, steps) of the watch overhead; the 1-D case is the reference sweep's grid

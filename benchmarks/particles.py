@@ -36,10 +36,22 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import baseline_kernels
+from numba import njit, uint64
 
 from pipeline.numerics import Grid, initial_condition
-from pipeline.numerics.particles import langevin, random_walk
-from pipeline.numerics.philox import stream_key
+from pipeline.numerics.particles import (
+    BOUNDARY_CODES,
+    TILE,
+    _cumulative,
+    _langevin_kernel,
+    _place,
+    langevin,
+    random_walk,
+)
+from pipeline.numerics.philox import key_words, normal_pair, philox4x32, stream_key
 
 #: particle-steps per second per core that the kernels must reach
 TARGETS = {("random-walk", 1): 2e8, ("langevin", 3): 1e8}
@@ -143,6 +155,69 @@ def baseline(scheme: str, dims: int, cells: int, steps: int, runs: int, particle
     return {"cpu": done / cpu, "wall": done / wall}
 
 
+@njit(cache=True, nogil=True, error_model="numpy")  # numpy: a division raises nothing, so it vectorises
+def _normals_of_tiles(quads, key):  # pragma: no cover - compiled
+    # the Langevin kernel's random part alone: a tile's Philox words, then its normals
+    k0, k1 = key_words(key)
+    words = np.empty((4, TILE), dtype=np.uint64)
+    normals = np.empty((4, TILE))
+    w0, w1, w2, w3 = words[0], words[1], words[2], words[3]
+    z0, z1, z2, z3 = normals[0], normals[1], normals[2], normals[3]
+    total = 0.0
+    for quad in range(quads):
+        c0 = uint64(quad)
+        for j in range(TILE):
+            w0[j], w1[j], w2[j], w3[j] = philox4x32(c0, uint64(j) & uint64(0xFFFFFFFF),
+                                                    uint64(2 << 8), uint64(0), k0, k1)
+        for j in range(TILE):
+            z0[j], z1[j] = normal_pair(w0[j], w1[j])
+        for j in range(TILE):
+            z2[j], z3[j] = normal_pair(w2[j], w3[j])
+        total += z0[0] + z3[TILE - 1]
+    return total
+
+
+def normal_rate(repeats: int, quads: int = 4000) -> float:
+    """Standard normals per CPU second from Philox4x32-10 + Box–Muller, as the Langevin
+    kernel draws them (one thread): the roof of a ``d``-dimensional Langevin step, which
+    needs ``d`` of them per particle, is this over ``d``."""
+    key = np.uint64(stream_key(0, {"run": 0}))
+    _normals_of_tiles(2, key)
+    cpu, _ = best(lambda: _normals_of_tiles(quads, key), repeats)
+    return 4 * TILE * quads / cpu
+
+
+def langevin_side_by_side(steps: int, runs: int, particles: int, repeats: int,
+                          boundary: str = "neumann") -> dict[str, float]:
+    """3-D Langevin kernel alone (no placement, no histogram), current against the frozen
+    baseline (:mod:`baseline_kernels`), alternated, CPU time of one thread; both must
+    give the same bits."""
+    grid, coefficient, step_size, initial = parameters("langevin", 3, 16, runs)
+    keys = np.array([stream_key(0, {"run": i}) for i in range(runs)], dtype=np.uint64)
+    start = np.empty((runs, 3, particles))
+    alive = np.empty((runs, particles), dtype=np.bool_)
+    _place(start, alive, _cumulative(initial.ravel()), grid.cells, keys, True)
+    drift = np.full(runs, DRIFT)
+    noise = np.sqrt(2.0 * coefficient * step_size) / grid.dx
+    kernels = {"current": _langevin_kernel(3, BOUNDARY_CODES[boundary]),
+               "baseline": baseline_kernels.langevin_kernel(3, BOUNDARY_CODES[boundary])}
+    finals = {}
+    for name, kernel in kernels.items():
+        positions, living = start.copy(), alive.copy()
+        kernel(positions, living, drift, noise, keys, 0, steps, float(grid.cells))
+        finals[name] = positions
+    assert np.array_equal(finals["current"], finals["baseline"]), "kernels disagree"
+    cpu = {name: float("inf") for name in kernels}
+    for _ in range(repeats):
+        for name, kernel in kernels.items():
+            positions, living = start.copy(), alive.copy()
+            begin = time.process_time()
+            kernel(positions, living, drift, noise, keys, 0, steps, float(grid.cells))
+            cpu[name] = min(cpu[name], time.process_time() - begin)
+    done = runs * particles * steps
+    return {name: done / seconds for name, seconds in cpu.items()}
+
+
 def measure(quick: bool = False) -> dict[str, Any]:
     repeats = 2 if quick else 3
     scale = 0.05 if quick else 1.0
@@ -166,9 +241,13 @@ def measure(quick: bool = False) -> dict[str, Any]:
                 "numpy_rate_cpu": theirs["cpu"] if theirs else None,
                 "target": target, "met": None if target is None else ours["cpu"] >= target,
             })
+        normals = normal_rate(repeats, 200 if quick else 4000)
+        side = langevin_side_by_side(max(8, int(400 * scale)), runs, particles, 2 * repeats + 1)
     finally:
         numba.set_num_threads(threads)
     return {
+        "normals_per_s": normals,
+        "langevin_3d_kernel": side,
         "quick": quick,
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -193,6 +272,10 @@ def print_table(results: dict[str, Any]) -> None:
         numpy_text = f"{numpy_rate:>10.2e}" if numpy_rate else f"{'':>10}"
         target = "" if row["target"] is None else f"{row['target']:.0e}: " + ("met" if row["met"] else "NOT met")
         print(f"{label:<34} {row['rate_cpu']:>10.2e} {row['rate_wall']:>10.2e} {numpy_text} {versus}  {target}")
+    side, normals = results["langevin_3d_kernel"], results["normals_per_s"]
+    print(f"3-D Langevin kernel alone (neumann, alternated): current {side['current']:.2e}, "
+          f"baseline {side['baseline']:.2e} particle-steps/s/core; roof (3 Philox + Box-Muller "
+          f"normals per particle-step, {normals:.2e} normals/s) {normals / 3:.2e}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

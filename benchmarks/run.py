@@ -2,11 +2,17 @@
 
 Sections (all in one invocation, so that they share the machine's load):
 
-1. kernels — cell updates/s per core of ``pipeline.numerics.integrate`` (one thread),
-   next to the stream-copy bandwidth and a per-run numpy loop (``benchmarks/kernels.py``);
+1. kernels — cell updates/s per core of ``pipeline.numerics.integrate`` (one thread, CPU
+   time), each beside its roofs: the measured vector multiply/add throughput over the
+   operations per update (compute) and the stream-copy bandwidth over 16 bytes per update
+   (memory, no reuse), next to a per-run numpy loop (``benchmarks/kernels.py``);
    implicit schemes as the cost of one checkpoint relative to one FTCS step; the FTCS
    kernel with the first-passage watch on against the plain kernel, side by side
    (target: at most 15 % slower).
+1b. particles — the lattice walk and Langevin kernels in particle-steps/s per core
+   (``benchmarks/particles.py``), the 3-D Langevin kernel beside the frozen baseline of
+   ``benchmarks/baseline_kernels.py`` and beside its roof, the rate of Philox + Box–Muller
+   normals it needs (three per particle-step).
 2. start-up — the small sweep a laptop user runs first (10 240 results) through the whole
    CLI, with the local cluster's default workers, threads, processes and ``--in-process``.
    End to end — ``diffsweep run`` (the real CLI in a subprocess, LocalCluster start-up
@@ -36,7 +42,7 @@ trajectories, 10^5 results.
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--json PATH] [--skip-million]
+    python benchmarks/run.py [--quick] [--json PATH] [--skip-million] [--only kernels,particles,cli]
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernels
+import particles
 import refine as refine_bench
 
 from pipeline.numerics import Grid, initial_condition, integrate
@@ -133,14 +140,20 @@ def bench_kernels(quick: bool) -> dict:
     numba.set_num_threads(1)
     cases = QUICK_CASES if quick else FTCS_CASES
     result = {
+        "fp_ops_per_s": kernels.fp_peak(repeats),
         "stream_copy_bytes_per_s": kernels.stream_copy_bandwidth(repeats, 16 if quick else 256),
         "numpy_per_run_updates_per_s": kernels.numpy_baseline(runs=4 if quick else 8, steps=100 if quick else 500, repeats=repeats),
         "ftcs": [],
         "implicit": [],
     }
     for dims, cells, batch, steps in cases:
-        rate = kernels.kernel_rate("ftcs", dims, cells, batch, steps, repeats)
-        result["ftcs"].append({"dims": dims, "cells": cells, "batch": batch, "steps": steps, "updates_per_s_per_core": rate})
+        # CPU time of the one thread: on a shared machine, time-slicing by other jobs
+        # would otherwise count against the kernel
+        rate = kernels.kernel_rate("ftcs", dims, cells, batch, steps, repeats, time.process_time)
+        roofs = kernels.roofs(dims, result["fp_ops_per_s"], result["stream_copy_bytes_per_s"])
+        result["ftcs"].append({"dims": dims, "cells": cells, "batch": batch, "steps": steps,
+                               "updates_per_s_per_core": rate, "compute_roof": roofs["compute"],
+                               "memory_roof": roofs["memory"]})
     # implicit: one checkpoint of one step vs one FTCS step on the same batch, and the
     # reference sweep's trajectory (10 checkpoints to 10^4 steps) for both
     for dims, cells, batch, _ in cases:
@@ -440,15 +453,35 @@ def print_table(r: dict) -> None:
     def row(label, value, note=""):
         lines.append(f"{label:<58} {value:>14}  {note}")
 
-    k = r["kernels"]
-    row("stream copy bandwidth (read + write)", f"{k['stream_copy_bytes_per_s'] / 1e9:.1f} GB/s")
+    if "kernels" in r:
+        print_kernels(r["kernels"], row)
+    if "particles" in r:
+        print_particles(r["particles"], row)
+    if "end_to_end" in r:
+        print_cli(r, row)
+    if "refine" in r:
+        for label, value, note in refine_bench.rows(r["refine"]):
+            row(label, value, note)
+    print("\n".join(lines))
+
+
+#: FTCS cell updates/s/core targets (issue 13), by dimension
+FTCS_TARGETS = {1: 4e9, 2: 1.5e9, 3: 1.2e9}
+
+
+def print_kernels(k: dict, row) -> None:
+    row("vector multiply/add throughput, 1 thread", f"{k['fp_ops_per_s'] / 1e9:.1f} Gop/s",
+        "measured; compute roof of FTCS = this / (5, 7, 9 ops per update in 1-, 2-, 3-D)")
+    row("stream copy bandwidth (read + write)", f"{k['stream_copy_bytes_per_s'] / 1e9:.1f} GB/s",
+        "memory roof of FTCS without reuse = this / 16 B per update")
     row("numpy per-run loop, 1-D 128 cells", f"{k['numpy_per_run_updates_per_s']:.2e}", "cell updates/s")
     for c in k["ftcs"]:
         grid = "x".join([str(c["cells"])] * c["dims"])
-        target = 3e9 if c["dims"] == 1 else 1e9
+        target = FTCS_TARGETS[c["dims"]]
         mark = "met" if c["updates_per_s_per_core"] >= target else "NOT met"
         row(f"FTCS {c['dims']}-D {grid}, batch {c['batch']}, 1 thread", f"{c['updates_per_s_per_core']:.2e}",
-            f"cell updates/s/core; target {target:.0e}: {mark}")
+            f"cell updates/s/core (CPU time); target {target:.1e}: {mark}; roof compute "
+            f"{c['compute_roof']:.1e}, memory {c['memory_roof']:.1e}")
     for c in k["implicit"]:
         grid = "x".join([str(c["cells"])] * c["dims"])
         row(f"{c['scheme']} {grid}: 1 checkpoint / 1 FTCS step", f"{c['ratio_one_step']:.1f}x",
@@ -468,6 +501,26 @@ def print_table(r: dict) -> None:
             f"{t[f'{s}_seconds'] / t['ftcs_seconds']:.3f}x",
             f"to {t['checkpoints'][-1]} steps, batch {t['batch']}: per step of the sweep")
 
+
+def print_particles(p: dict, row) -> None:
+    for c in p["rows"]:
+        grid = "x".join([str(c["cells"])] * c["dims"])
+        note = "particle-steps/s/core (CPU time), RNG included"
+        if c["numpy_rate_cpu"]:
+            note += f"; {c['rate_cpu'] / c['numpy_rate_cpu']:.0f}x numpy"
+        if c["target"] is not None:
+            note += f"; target {c['target']:.0e}: {'met' if c['met'] else 'NOT met'}"
+        if c["scheme"] == "langevin":
+            note += f"; roof {p['normals_per_s'] / c['dims']:.1e}"
+        row(f"{c['scheme']} {c['dims']}-D {grid} {c['boundary']}, {c['runs']} x {c['particles']}",
+            f"{c['rate_cpu']:.2e}", note)
+    side = p["langevin_3d_kernel"]
+    row("3-D langevin kernel alone, current / baseline", f"{side['current']:.2e}",
+        f"vs {side['baseline']:.2e} frozen baseline, same bits, alternated; roof "
+        f"{p['normals_per_s'] / 3:.2e} (3 normals per particle-step at {p['normals_per_s']:.2e}/s)")
+
+
+def print_cli(r: dict, row) -> None:
     st = r["startup"]
     best = st["best"]
     row(f"small sweep ({st['results']:,} results), whole CLI, default", f"{best['default']:.2f} s",
@@ -518,10 +571,6 @@ def print_table(r: dict) -> None:
         row(f"million-run sweep ({mm['runs']:,} runs, {mm['results']:,} results)", f"{mm['wall_seconds']:.0f} s",
             f"{mm['runs_per_s']:,.0f} runs/s, peak RSS {mm['peak_rss_bytes'] / 2**20:.0f} MiB, "
             f"scheduler share {mm['scheduler_share']:.1%}")
-    if "refine" in r:
-        for label, value, note in refine_bench.rows(r["refine"]):
-            row(label, value, note)
-    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -530,12 +579,41 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--skip-million", action="store_true", help="skip the million-run sweep (minutes)")
     parser.add_argument("--skip-refine", action="store_true", help="skip refine against a dense grid")
+    parser.add_argument("--only", metavar="SECTIONS", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all; "
+                             "'cli' is the end-to-end, overhead, scaling and million-run part)")
     options = parser.parse_args(argv)
+    sections = {name.strip() for name in options.only.split(",") if name.strip()}
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     quick = options.quick
     workers = 2 if (os.cpu_count() or 1) >= 2 else 1
     results: dict = {"machine": machine(), "load_start": load(), "quick": quick}
 
-    results["kernels"] = bench_kernels(quick)
+    if "kernels" in sections:
+        results["kernels"] = bench_kernels(quick)
+    if "particles" in sections:
+        results["particles"] = particles.measure(quick)
+    if "cli" in sections:
+        run_cli_sections(results, quick, workers, options.skip_million)
+    if "refine" in sections and not options.skip_refine:
+        results["refine"] = refine_bench.bench_refine(quick, workers)
+    results["load_end"] = load()
+    print_table(results)
+    if options.json:
+        path = Path(options.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
+    return results
+
+
+#: what ``--only`` can pick
+SECTIONS = ("kernels", "particles", "cli", "refine")
+
+
+def run_cli_sections(results: dict, quick: bool, workers: int, skip_million: bool) -> None:
+    """Sections 2-5: compile times, end to end against the baseline, scaling, million runs."""
     if not quick:
         results["compile"] = bench_compile()
 
@@ -569,18 +647,9 @@ def main(argv: list[str] | None = None) -> dict:
             results["scaling"] = scaling
             results["memory_growth"] = scaling[2]["peak_rss_bytes"] / scaling[0]["peak_rss_bytes"]
             results["workers_speedup"] = scaling[2]["runs_per_s"] / one["runs_per_s"]
-        if not options.skip_million and not quick:
+        if not skip_million and not quick:
             million = sweep_yaml("million", 1000, 1000, [2500, 5000, 7500, 10000])
             results["million"] = run_cli(workdir, "million", million, workers)
-    if not options.skip_refine:
-        results["refine"] = refine_bench.bench_refine(quick, workers)
-    results["load_end"] = load()
-    print_table(results)
-    if options.json:
-        path = Path(options.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2))
-    return results
 
 
 if __name__ == "__main__":

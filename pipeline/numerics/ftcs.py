@@ -42,13 +42,13 @@ BOUNDARY_CODES = {"neumann": NEUMANN, "periodic": PERIODIC, "dirichlet": DIRICHL
 RUNS_PER_CHUNK = 8  # runs handled by one thread between scratch allocations
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def padded_size(dims, n):
     """Length of the flat padded scratch field of one run."""
     return (n + 2) ** dims
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _load(field, a, dims, n):
     """Copy a run's flat ``(n**dims,)`` field into the interior of padded ``a``."""
     row = n + 2
@@ -67,7 +67,7 @@ def _load(field, a, dims, n):
                     a[(i + 1) * plane + (j + 1) * row + k + 1] = field[(i * n + j) * n + k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _unload(a, field, dims, n):
     """Copy the interior of padded ``a`` into a run's flat field (inverse of :func:`_load`)."""
     row = n + 2
@@ -86,7 +86,7 @@ def _unload(a, field, dims, n):
                     field[(i * n + j) * n + k] = a[(i + 1) * plane + (j + 1) * row + k + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _steps_1d(a, b, rate, steps, boundary, n):
     low = n if boundary == PERIODIC else 1
     high = 1 if boundary == PERIODIC else n
@@ -100,7 +100,7 @@ def _steps_1d(a, b, rate, steps, boundary, n):
     return a, b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _steps_2d(a, b, rate, steps, boundary, n):
     row = n + 2
     low = n if boundary == PERIODIC else 1
@@ -133,7 +133,7 @@ def _steps_2d(a, b, rate, steps, boundary, n):
     return a, b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _steps_3d(a, b, rate, steps, boundary, n):
     row = n + 2
     plane = row * row
@@ -183,7 +183,7 @@ def _steps_3d(a, b, rate, steps, boundary, n):
     return a, b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _take_steps(a, b, rate, steps, boundary, dims, n):
     """Take ``steps`` steps of one run held in padded ``a``; ``b`` is scratch.
 
@@ -201,7 +201,7 @@ def _take_steps(a, b, rate, steps, boundary, dims, n):
         a[:] = current
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _advance(flat, r, steps, boundary, dims, n):
     batch = flat.shape[0]
     size = padded_size(dims, n)

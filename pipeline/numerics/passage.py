@@ -178,7 +178,7 @@ def reference_scales(
 # -- measures shared by the kernel and the diagnostics (one code path: same bits) -------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _peak_of(absolute):
     """Largest entry of a non-negative array, NaN if any: as int64 bit patterns, whose
     order is that of non-negative doubles (NaN above inf), a loop the compiler vectorizes
@@ -192,7 +192,7 @@ def _peak_of(absolute):
     return absolute[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_peak(row, equilibrium, scratch):
     """``max |row - equilibrium|`` (NaN if any); overwrites ``scratch``."""
     for j in range(row.shape[0]):
@@ -200,7 +200,7 @@ def _row_peak(row, equilibrium, scratch):
     return _peak_of(scratch[: row.shape[0]])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_deviation(row, equilibrium, scratch):
     """``(peak, norm)`` of ``row - equilibrium``; overwrites ``scratch``.
 
@@ -253,7 +253,7 @@ def _row_deviation(row, equilibrium, scratch):
     return _peak_of(scratch[:n]), np.sqrt(total)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _deviations(flat, equilibrium, peak, norm, scratch):
     # serial: it is called once per checkpoint, and a thread-pool launch can cost
     # more than the pass itself on a loaded machine
@@ -284,17 +284,17 @@ def deviations(state: np.ndarray, equilibrium: np.ndarray) -> tuple[np.ndarray, 
     return peak, norm
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _growth(norm, start_norm, steps, start):
     return (norm / max(start_norm, _TINY)) ** (1.0 / (steps - start))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _growing(norm, start_norm, steps, start, floor):
     return norm > floor and _growth(norm, start_norm, steps, start) > 1.0 + GROWTH_TOLERANCE
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _growth_many(norm, start_norm, steps, start, out):
     for i in range(norm.shape[0]):
         out[i] = _growth(norm[i], start_norm[i], steps, start)
@@ -321,7 +321,7 @@ def is_growing(growth: np.ndarray, norm: np.ndarray, floor: np.ndarray) -> np.nd
 # -- FTCS: the kernel advances in windows, measures, and replays where needed ------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _floor_log2(n):
     level = 0
     while n > 1:
@@ -330,24 +330,24 @@ def _floor_log2(n):
     return level
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_start(n):
     return 0 if n == 1 else 1 << (_floor_log2(n) - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _is_power_of_two(n):
     return n > 0 and (n & (n - 1)) == 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _divergent_at(step, peak, norm, scale, floor, divergence, window_norms, run):
     return not (peak / scale <= divergence) or _growing(
         norm, window_norms[run, _floor_log2(step)], step, _window_start(step), floor
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bisect(start_state, a, b, scratch, probe, rate, boundary, dims, n, low, high, centre, scale,
             floor, tolerance, divergence, window_norms, run, equilibrium_test):
     """First step in ``(low, high]`` meeting a criterion that holds at ``high``, not at ``low``
@@ -373,7 +373,7 @@ def _bisect(start_state, a, b, scratch, probe, rate, boundary, dims, n, low, hig
     return high
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _replay(start_state, a, b, scratch, probe, run, rate, boundary, dims, n, first, last, centre,
             scale, floor, tolerance, divergence, first_equilibrium, first_divergence,
             open_equilibrium, open_divergence, window_norms):
@@ -391,13 +391,13 @@ def _replay(start_state, a, b, scratch, probe, run, rate, boundary, dims, n, fir
                 first_divergence[run] = step
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _slack(span, spread, error_rate, centre, peak_before, peak):
     """Round-off allowance on the peak bounds over ``span`` steps."""
     return 8.0 * span * spread * error_rate * _EPS * (abs(centre) + spread * peak_before + peak)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _replay_from_start(initial, a, b, scratch, probe, rate, boundary, dims, n, last, centre,
                        scale, floor, divergence):
     """First step in ``[1, last]`` at which a run is divergent, retaking every step from
@@ -415,7 +415,7 @@ def _replay_from_start(initial, a, b, scratch, probe, rate, boundary, dims, n, l
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _watch_monotone(a, b, c, d, before_equilibrium, now, probe, initial, run, rate, boundary,
                     dims, n, begin, end, window_starts, centre, scale, floor, tolerance,
                     divergence, first_equilibrium, first_divergence, open_equilibrium,
@@ -498,7 +498,7 @@ def _watch_monotone(a, b, c, d, before_equilibrium, now, probe, initial, run, ra
         step = after
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _watch_ringing(a, b, c, d, before, now, probe, run, rate, boundary, dims, n, begin, end, centre,
                    scale, floor, tolerance, divergence, first_equilibrium, first_divergence,
                    open_equilibrium, open_divergence, window_norms):
@@ -560,7 +560,7 @@ def _watch_ringing(a, b, c, d, before, now, probe, run, rate, boundary, dims, n,
         step = after
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _watch_ftcs(flat, initial, r, boundary, dims, n, begin, end, window_starts, equilibrium,
                 scale, floor, tolerance, divergence, first_equilibrium, first_divergence,
                 open_equilibrium, open_divergence, window_norms):
@@ -679,7 +679,7 @@ def _store(
 # -- implicit schemes: exact states at any step in the eigenbasis --------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _integer_powers(factor, steps, out):
     """``out[i, s, k] = factor[i, k] ** steps[i, s]`` by repeated squaring (same bits anywhere)."""
     for i in range(factor.shape[0]):

@@ -241,7 +241,7 @@ def normal_pair(radius_word, angle_word):  # pragma: no cover - compiled
 # -- helpers callable from Python (tests, users checking the generator) ---------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _words(counters, key):  # pragma: no cover - compiled
     out = np.empty_like(counters)
     k0, k1 = key_words(key)
@@ -272,7 +272,7 @@ def random_words(counters: np.ndarray, key: int) -> np.ndarray:
     return _words(counters, np.uint64(key))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _uniforms(n, key, purpose):  # pragma: no cover - compiled
     out = np.empty(n)
     k0, k1 = key_words(key)
@@ -287,7 +287,7 @@ def uniforms(n: int, key: int) -> np.ndarray:
     return _uniforms(int(n), np.uint64(key), 0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _normals(n, key):  # pragma: no cover - compiled
     out = np.empty(4 * n)
     k0, k1 = key_words(key)
@@ -303,7 +303,7 @@ def normals(n: int, key: int) -> np.ndarray:
     return _normals(int(n), np.uint64(key))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _apply(values, which):  # pragma: no cover - compiled
     out = np.empty((values.shape[0], 2))
     for i in range(values.shape[0]):
