@@ -42,7 +42,8 @@ trajectories, 10^5 results.
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--json PATH] [--skip-million] [--only kernels,particles,cli]
+    python benchmarks/run.py [--quick] [--json PATH] [--skip-million] [--skip-refine]
+                              [--only kernels,particles,cli,refine]
 """
 
 from __future__ import annotations
