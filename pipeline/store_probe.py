@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import StoreError, first_line
+from pipeline.errors import StoreError, WorkersLostError, first_line
 
 if TYPE_CHECKING:
     import distributed
@@ -75,13 +75,24 @@ def check_store_writable(
     shared
         Also require that this process sees what the worker wrote.
     timeout
-        Seconds to wait for the probe task (``None``: wait for a worker to join).
+        Seconds to wait for each of the two probe tasks (``None``: wait for a worker to
+        join).
 
     Raises
     ------
     StoreError
         If the worker cannot write there, or (``shared``) writes somewhere this process
-        does not see.
+        does not see, or no worker ran the probe within ``timeout``.
+    WorkersLostError
+        If the worker running the probe died on every attempt the scheduler allows.
+
+    Notes
+    -----
+    The probe is an ordinary task with no inputs on any worker: if the worker running
+    it dies, the scheduler runs it again on another one (up to
+    ``distributed.scheduler.allowed-failures`` times), so a worker lost while the run
+    starts delays the check by one probe, and the removal goes to any worker when the
+    one that wrote the probe is gone.
     """
     options = dict(storage_options or {})
     token = uuid.uuid4().hex
@@ -95,6 +106,11 @@ def check_store_writable(
     except CancelledError:
         raise  # the probe never ran (the workers or the scheduler went away): not the store
     except Exception as error:  # e.g. the probe could not even be unpickled there
+        if type(error).__name__ == "KilledWorker":  # its workers died, whatever the store
+            raise WorkersLostError(
+                f"cannot check the store {store}: the workers running its write probe died "
+                f"on each attempt ({first_line(error)})"
+            ) from None
         probe, failure = None, f"{type(error).__name__}: {first_line(error)}"
     if probe is None:
         raise StoreError(f"workers cannot write to the store {store}: {failure}")

@@ -170,7 +170,8 @@ def run(
                             click.echo(describe(client), err=True)
                             if quiet:
                                 interruptions.quiet_local_workers(client)
-                            check_store_writable(client, url, storage_options)
+                            # bounded like every wait on the cluster: by the worker timeout
+                            check_store_writable(client, url, storage_options, timeout=cluster.worker_wait)
                             summary = execute_with(DaskExecutor(client))
                         finally:
                             if quiet:  # what dask says while its cluster closes is not for the user
