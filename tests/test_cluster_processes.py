@@ -732,8 +732,8 @@ def test_losing_every_worker_mid_run_exits_1_with_the_resume_command(
     assert lines[1].startswith(
         f"Error: the dask scheduler {cluster.address} lost all its workers: none came back within 3 s"
     ), stderr
-    assert lines[1].endswith(f"; blocks already written are kept; finish with: {resume}")
-    assert elapsed < 10, elapsed
+    assert lines[1].endswith(f"; blocks already written are kept; finish with: {resume}"), stderr
+    assert 3 <= elapsed < 15, elapsed
 
     finish = diffsweep("run", str(long_sweep), "-o", str(store), "--resume", "--workers", "1", "--no-progress",
                        timeout=240)  # a local cluster stands in for the scheduler's new workers

@@ -290,7 +290,14 @@ def quiet_local_workers(client: Any) -> None:
     from distributed import LocalCluster
 
     if isinstance(getattr(client, "cluster", None), LocalCluster):
-        client.register_plugin(QuietTaskLogs(), name=QuietTaskLogs.name)
+        from distributed.comm import CommClosedError
+
+        try:
+            client.register_plugin(QuietTaskLogs(), name=QuietTaskLogs.name)
+        except (CommClosedError, OSError) as error:
+            # a worker died while the scheduler told it; the scheduler keeps the plugin
+            # for every worker that starts later, so the run goes on
+            logging.getLogger(__name__).debug("quiet task logs: %s: %s", type(error).__name__, error)
 
 
 # --------------------------------------------------------------------------- a full disk
