@@ -86,7 +86,7 @@ def main() -> None:
     share: dict[str, list[float]] = {name: [] for name in per_task}
     block_seconds: list[float] = []
     try:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+        with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
                 Client(cluster) as client:
             client.run(warm_worker)
             for repeat in range(args.repeats):
