@@ -104,8 +104,8 @@ def open_client(
                     f"({type(error).__name__}: {first_line(error)})"
                 ) from error
             if isinstance(error, CancelledError):
-                # Not cancelled by us: the scheduler dropped the tasks, as it does when
-                # the workers holding their inputs (scattered data) are all gone.
+                # Not cancelled by us: the watchdog found no worker for too long, or the
+                # scheduler dropped the tasks itself.
                 left = "lost all its workers" if not _workers(client) else "cancelled the tasks"
                 raise WorkersLostError(
                     f"the dask scheduler {address} {left} while blocks were computing "
