@@ -505,3 +505,25 @@ def test_no_worker_for_the_worker_timeout_mid_run_cancels_the_wait() -> None:
     assert 2 <= time.monotonic() - start < 2 + 5
     assert "lost all its workers: none came back within 2 s (`worker_timeout`)" in str(caught.value)
     assert isinstance(caught.value, ConnectionError)
+
+
+def test_workers_that_run_nothing_for_the_worker_timeout_cancel_the_wait() -> None:
+    """A task that the scheduler never hands to its worker (here: it asks for a resource
+    no worker has, as a stalled scheduler would leave it) is given up after
+    ``worker_timeout`` too, instead of being waited for for ever."""
+    from pipeline.errors import WorkersLostError
+
+    start = None
+    with pytest.raises(WorkersLostError) as caught:
+        with open_client(ClusterSpec(workers=1, processes=False, worker_timeout=2)) as client:
+            start = time.monotonic()
+            client.submit(sum, [1, 2], resources={"unobtainium": 1}).result(timeout=30)
+    assert start is not None
+    assert 2 <= time.monotonic() - start < 2 + 5
+    assert "has 1 worker but ran none of the waiting tasks for 2 s (`worker_timeout`)" in str(caught.value)
+
+
+def test_a_busy_worker_is_not_a_stalled_one() -> None:
+    """A task that runs longer than ``worker_timeout`` is waited for."""
+    with open_client(ClusterSpec(workers=1, processes=False, worker_timeout=1)) as client:
+        assert client.submit(time.sleep, 3.5).result(timeout=30) is None

@@ -94,10 +94,11 @@ def open_client(
             raise
         except Exception as error:
             if watchdog is not None and watchdog.fired:
-                raise WorkersLostError(
-                    _no_workers_message(address, wait, during_run=True),
-                    arguments=("worker_timeout",),
-                ) from None
+                message = (
+                    _stalled_message(address, wait, watchdog.workers) if watchdog.stalled
+                    else _no_workers_message(address, wait, during_run=True)
+                )
+                raise WorkersLostError(message, arguments=("worker_timeout",)) from None
             if _connection_lost(client):
                 raise SchedulerLostError(
                     f"lost the connection to the dask scheduler {address} "
@@ -170,6 +171,13 @@ def _no_workers_message(address: str, seconds: float | None, *, during_run: bool
     )
 
 
+def _stalled_message(address: str, seconds: float | None, workers: int) -> str:
+    return (
+        f"the dask scheduler {address} has {workers} worker{'s' if workers != 1 else ''} but ran "
+        f"none of the waiting tasks for {seconds:g} s (`worker_timeout`); see its log"
+    )
+
+
 def _wait_for_a_worker(client: distributed.Client, address: str, seconds: float) -> None:
     if client.nthreads():
         return
@@ -197,42 +205,62 @@ def _connection_lost(client: distributed.Client) -> bool:
 
 
 class _WorkerWatchdog:
-    """Cancels the client's futures once its scheduler has had no worker for ``seconds``.
+    """Cancels the client's futures once nothing can run them for ``seconds``.
 
-    Whoever waits on a future then gets a ``CancelledError`` at once, instead of waiting
-    for workers that may never come; :attr:`fired` tells why.
+    That is: the scheduler has had no worker for ``seconds``, or it has workers but
+    none of them has run anything while this client's tasks waited (a stalled
+    scheduler, or workers paused for memory) for ``seconds``. Whoever waits on a
+    future then gets a ``CancelledError`` at once, instead of waiting for ever;
+    :attr:`fired` and :attr:`stalled` tell why, :attr:`workers` how many there were.
     """
 
     def __init__(self, client: distributed.Client, seconds: float) -> None:
         self.client = client
         self.seconds = seconds
         self.fired = False
+        self.stalled = False
+        self.workers = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="diffsweep-watchdog", daemon=True)
         self._thread.start()
 
     def _watch(self) -> None:
         empty_since: float | None = None
+        idle_since: float | None = None
         while not self._stop.wait(WATCH_INTERVAL):
             if _connection_lost(self.client):
                 return  # the client reports that itself
             try:
-                workers = len(self.client.nthreads())
+                self.workers = len(self.client.nthreads())
+                idle = self.workers > 0 and self._waiting() and not self._running()
             except Exception:
                 return
-            if workers:
-                empty_since = None
-                continue
             now = time.monotonic()
-            empty_since = empty_since if empty_since is not None else now
-            if now - empty_since >= self.seconds:
-                self.fired = True
-                from distributed import Future
-
-                futures: list[Any] = [Future(key, self.client) for key in list(self.client.futures)]
-                if futures:
-                    self.client.cancel(futures, reason="no workers")
+            empty_since = None if self.workers else (empty_since if empty_since is not None else now)
+            idle_since = (idle_since if idle_since is not None else now) if idle else None
+            if empty_since is not None and now - empty_since >= self.seconds:
+                self._give_up("no workers")
                 return
+            if idle_since is not None and now - idle_since >= self.seconds:
+                self.stalled = True
+                self._give_up("no task ran")
+                return
+
+    def _waiting(self) -> bool:
+        """Whether any of this client's futures still waits for its result."""
+        return any(state.status == "pending" for state in list(self.client.futures.values()))
+
+    def _running(self) -> bool:
+        """Whether any worker runs any task now (this client's or another's)."""
+        return any(self.client.processing().values())
+
+    def _give_up(self, reason: str) -> None:
+        self.fired = True
+        from distributed import Future
+
+        futures: list[Any] = [Future(key, self.client) for key in list(self.client.futures)]
+        if futures:
+            self.client.cancel(futures, reason=reason)
 
     def stop(self) -> None:
         self._stop.set()
