@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import __version__, planning, store, verify
+from pipeline import consolidate as consolidation
+from pipeline.consolidate import ConsolidationSummary
 from pipeline.compute import BlockFailure, BlockSummary, Progress
 from pipeline.diagnostics import FAILED as FAILED_STATUS
 from pipeline.diagnostics import STATUS_NAMES
@@ -58,6 +60,8 @@ class RunSummary:
     workers: int = 1
     #: blocks that raised on every attempt (their runs hold status -2 in the store)
     failures: list[BlockFailure] = field(default_factory=list)
+    #: what the consolidation after the last block did (None: the store was not consolidated now)
+    consolidation: ConsolidationSummary | None = None
 
     @property
     def runs_per_second(self) -> float:
@@ -89,6 +93,14 @@ class RunSummary:
             "status_counts": self.status_counts,
             "host": socket.gethostname(),
             "diffsweep_version": __version__,
+            **(
+                {
+                    "consolidation_seconds": round(self.consolidation.seconds, 3),
+                    "chunks_before_consolidation": self.consolidation.chunks_before,
+                    "chunks_after_consolidation": self.consolidation.chunks_after,
+                }
+                if self.consolidation is not None else {}
+            ),
         }
 
     def failure_text(self) -> str | None:
@@ -126,7 +138,8 @@ class RunSummary:
                 f"writes {format_time(self.write_seconds)}",
             ]
         else:
-            lines.append(f"Nothing to compute: all {self.blocks_total:,} blocks were already stored (nothing written).")
+            written = "" if self.consolidation is not None else " (nothing written)"
+            lines.append(f"Nothing to compute: all {self.blocks_total:,} blocks were already stored{written}.")
         if self.blocks_computed and not self.blocks_skipped and self.complete:
             columns = {"this run (the whole store)": self.status_counts}
         else:
@@ -140,6 +153,8 @@ class RunSummary:
             f"  {state}: {done:,} of {self.blocks_total:,} blocks, {self.runs:,} runs x "
             f"{self.step_counts:,} step counts = {self.runs * self.step_counts:,} results",
         ]
+        if self.consolidation is not None:
+            lines.append(self.consolidation.text())
         return "\n".join(lines)
 
 
@@ -226,7 +241,11 @@ def nothing_to_compute(sweep: Sweep, url: str, storage_options: Mapping[str, Any
         done, total = store.completion(url, storage_options)
     except StoreDamagedError:
         return False
-    return done == total and verify.verify(url, storage_options, quick=True).ok
+    if done != total:
+        return False
+    # an interrupted consolidation is finished without computing anything
+    harmless = ("consolidate", "reconsolidate")
+    return all(p.repair in harmless for p in verify.verify(url, storage_options, quick=True).problems)
 
 
 def plan_for_store(
@@ -310,6 +329,7 @@ def run_sweep(
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
     repair: bool = False,
+    consolidate: bool | None = None,
 ) -> RunSummary:
     """Compute every block of ``plan`` not yet in the store at ``url``, holding its lock.
 
@@ -331,6 +351,11 @@ def run_sweep(
     repair
         With ``resume``: decode every chunk of the stored blocks first and recompute
         the damaged ones (without it, only a quick check: see :func:`prepare_store`).
+    consolidate
+        Once every block is stored (none failed), rewrite the store into large chunks
+        for analysis (:mod:`pipeline.consolidate`); ``None``: when it has more than
+        :data:`~pipeline.consolidate.AUTO_ABOVE_BLOCKS` blocks. An interrupted
+        consolidation is always finished.
 
     Raises
     ------
@@ -360,8 +385,12 @@ def run_sweep(
                             store_counts=store.status_counts(url, storage_options) if whole_store else None,
                             failures=failed)
 
-        if not todo:  # a resumed complete store: nothing is computed, nothing written
-            return summarise(whole_store=True)
+        if not todo:  # a resumed complete store: nothing is computed (it may be consolidated)
+            summary = summarise(whole_store=True)
+            summary.consolidation = _consolidate(url, plan, consolidate, storage_options)
+            if summary.consolidation is not None:
+                store.append_run_history(url, summary.history_entry(started_at, _now(), "consolidated"), storage_options)
+            return summary
         try:
             executor.execute(
                 plan, todo, store.BlockWriter(url, dict(storage_options or {})), progress=block_done, failed=failed
@@ -378,9 +407,25 @@ def run_sweep(
         if failed or store.failures(url, storage_options):  # flag them; forget those retried successfully
             store.record_failures(url, plan, failed, storage_options)
         summary = summarise(whole_store=len(finished) < plan.n_blocks)
+        if not failed:
+            summary.consolidation = _consolidate(url, plan, consolidate, storage_options)
         outcome = f"finished, {len(failed)} block{'s' if len(failed) != 1 else ''} failed" if failed else "finished"
         store.append_run_history(url, summary.history_entry(started_at, _now(), outcome), storage_options)
         return summary
+
+
+def _consolidate(
+    url: str, plan: Plan, setting: bool | None, storage_options: Mapping[str, Any] | None
+) -> ConsolidationSummary | None:
+    """Consolidate a complete store when ``setting`` (or the size, see
+    :func:`pipeline.consolidate.wanted`) asks for it; finish an interrupted consolidation."""
+    if consolidation.read_record(store.read_attributes(url, storage_options)) is not None:
+        return consolidation.finish(url, plan, storage_options)
+    done, total = store.completion(url, storage_options)
+    if done != total or not consolidation.wanted(plan, setting):
+        return None
+    log.info("consolidating %s into chunks of up to %d bytes", url, consolidation.CHUNK_BYTES)
+    return consolidation.consolidate(url, plan, storage_options)
 
 
 def _now() -> str:

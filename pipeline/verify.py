@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
+from pipeline import consolidate as consolidation
 from pipeline import store
 from pipeline.errors import DiffsweepError, StoreDamagedError, SweepError
 from pipeline.layout import VariableLayout
@@ -54,6 +55,8 @@ Repair = Literal[
     "coordinate",        # a coordinate rewritten from the definition
     "record",            # the completion record recreated: every block recomputed
     "blocks",            # the blocks marked not done, so the run recomputes them
+    "consolidate",       # an interrupted consolidation finished
+    "layout",            # a consolidated store returned to one chunk per block: every block recomputed
 ]
 
 #: root attributes that follow from the definition and the plan (provenance without times,
@@ -198,9 +201,20 @@ def verify(
     files = {path[len(root) + 1 :] for path in fs.find(root)}
     consolidated = _consolidated(fs, root)
     group = store._open_group(url, "r", storage_options)
+    record = consolidation.read_record(attrs)
+    if record is not None and record.state != "done":
+        report.problems.append(
+            Problem(
+                "consolidation", f"was interrupted ({record.state}); every value is still stored, "
+                "and `diffsweep run SWEEP -o STORE --resume` finishes it", "consolidate", (), consolidation.RECORD,
+            )
+        )
     arrays: dict[str, zarr.Array] = {}
+    chunk_shapes: dict[str, tuple[int, ...]] = {}
     for variable in plan.layout.variables:
-        array, found = _array_problems(group, files, consolidated, variable.name, _expected_metadata(variable), "variable")
+        chunk_shapes[variable.name] = _stored_chunks(group, record, variable)
+        expected = _expected_metadata(variable, chunk_shapes[variable.name])
+        array, found = _array_problems(group, files, consolidated, variable.name, expected, "variable")
         report.problems += found
         if array is not None:
             arrays[variable.name] = array
@@ -212,18 +226,39 @@ def verify(
     format_version = int(attrs.get("diffsweep_format", 1))
     report.blocks_done = int(np.count_nonzero(done == store.DONE))
     report.blocks_failed = int(np.count_nonzero(done == store.FAILED))
+    by_block = [v for v in plan.layout.variables if v.name in arrays and chunk_shapes[v.name] == v.chunks]
     for block in plan.blocks():
         if done[block.index] != store.DONE:
             continue
-        for variable in plan.layout.variables:
-            array = arrays.get(variable.name)
-            if array is None:
-                continue
+        for variable in by_block:
             report.chunks_checked += 1
-            problem = _chunk_problem(array, variable, block, files, quick, format_version)
+            problem = _chunk_problem(arrays[variable.name], variable, block, files, quick, format_version)
             if problem is not None:
                 report.problems.append(problem)
+    for variable in plan.layout.variables:  # consolidated: each chunk holds many blocks
+        if variable.name in arrays and variable not in by_block:
+            array = arrays[variable.name]
+            for coords in np.ndindex(*array.cdata_shape):
+                report.chunks_checked += 1
+                problem = _consolidated_chunk_problem(array, variable, coords, files, quick)
+                if problem is not None:
+                    report.problems.append(problem)
     return report
+
+
+def _stored_chunks(group: zarr.Group, record: consolidation.Consolidation | None, variable: VariableLayout) -> tuple[int, ...]:
+    """The chunks ``variable`` should have now: the blocks', or the consolidated ones the
+    record names (while a consolidation is being written, whichever its metadata names)."""
+    if record is None or variable.name not in record.chunks:
+        return variable.chunks
+    if record.state != "writing":
+        return record.chunks[variable.name]
+    try:
+        array = group.get(variable.name)
+        flipped = isinstance(array, zarr.Array) and consolidation.is_consolidated(array)
+    except Exception:
+        return variable.chunks
+    return record.chunks[variable.name] if flipped else variable.chunks
 
 
 # -- attributes ---------------------------------------------------------------------------
@@ -262,10 +297,10 @@ def _attribute_problems(attrs: Mapping[str, Any], plan: Plan) -> list[Problem]:
 # -- arrays -------------------------------------------------------------------------------
 
 
-def _expected_metadata(variable: VariableLayout) -> dict[str, Any]:
+def _expected_metadata(variable: VariableLayout, chunks: tuple[int, ...]) -> dict[str, Any]:
     return {
         "shape": list(variable.shape),
-        "chunks": list(variable.chunks),
+        "chunks": list(chunks),
         "data_type": variable.dtype,
         "fill_value": variable.fill_value,
         "dimension_names": list(variable.dims),
@@ -424,6 +459,27 @@ def _chunk_problem(
     return None
 
 
+def _consolidated_chunk_problem(
+    array: zarr.Array, variable: VariableLayout, coords: tuple[int, ...], files: set[str], quick: bool
+) -> Problem | None:
+    """What is wrong with one chunk of a consolidated variable; it spoils every block
+    (a consolidated store is repaired by recomputing it: see :func:`repair`)."""
+    where = f"{variable.name} chunk {coords}"
+    key = f"{variable.name}/{array.metadata.encode_chunk_key(coords)}"
+    if key not in files:
+        return Problem(where, f"chunk {key} is missing", "layout", None, variable.name)
+    if quick:
+        return None
+    region = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, array.chunks, strict=True))
+    try:
+        values = np.asarray(array[region])
+    except Exception as error:
+        return Problem(where, f"chunk {key} cannot be decoded ({_first_line(error)})", "layout", None, variable.name)
+    if variable.name == "status" and (values.min(initial=0) < 0 or values.max(initial=0) > 3):
+        return Problem(where, "status holds values other than the classes 0..3 in a complete store", "layout", None, variable.name)
+    return None
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
@@ -475,8 +531,17 @@ def repair(url: str, plan: Plan, report: Report, storage_options: Mapping[str, A
                 )
                 lines.append("recreated the completion record: every block is recomputed")
                 recompute = None
+            elif problem.repair == "layout":
+                recompute = None
             elif problem.repair == "blocks" and recompute is not None and problem.blocks is not None:
                 recompute.update(problem.blocks)
+        consolidated_record = consolidation.read_record(group.attrs)
+        if consolidated_record is not None and (recompute is None or recompute):
+            # a consolidated chunk holds many blocks, none can be rewritten alone: back to
+            # one chunk per block, every block recomputed
+            _return_to_blocks(url, plan, group, storage_options)
+            lines.append("returned the consolidated store to one chunk per block: every block is recomputed")
+            recompute = None
         changed = {
             key: value for key, value in _expected_attributes(plan).items() if not _same(group.attrs.get(key), value)
         }
@@ -494,7 +559,25 @@ def repair(url: str, plan: Plan, report: Report, storage_options: Mapping[str, A
                 record[index] = store.NOT_DONE
             lines.append(f"marked {len(recompute)} damaged blocks for recomputing: {_blocks(recompute)}")
         zarr.consolidate_metadata(group.store)
+    if recompute == set() and any(p.repair == "consolidate" for p in report.problems):
+        consolidation.finish(url, plan, storage_options)
+        lines.append("finished the interrupted consolidation")
     return lines
+
+
+def _return_to_blocks(url: str, plan: Plan, group: zarr.Group, storage_options: Mapping[str, Any] | None) -> None:
+    """Recreate every data variable and the completion record with one chunk per block
+    (nothing stored) and forget the consolidation."""
+    fs, root = store._filesystem(url, storage_options)
+    for variable in plan.layout.variables:
+        _recreate_variable(url, plan, variable.name, storage_options)
+    name = f"{store.BOOKKEEPING}/{store.COMPLETED}"
+    if fs.exists(f"{root}/{name}"):
+        fs.rm(f"{root}/{name}", recursive=True)
+    group.require_group(store.BOOKKEEPING).create_array(
+        store.COMPLETED, shape=plan.block_grid, chunks=(1,) * len(plan.block_grid), dtype="int8", fill_value=0,
+    )
+    del group.attrs[consolidation.RECORD]
 
 
 def _blocks(indices: set[tuple[int, ...]] | list[tuple[int, ...]], most: int = 8) -> str:
@@ -507,7 +590,8 @@ def _recreate_variable(url: str, plan: Plan, name: str, storage_options: Mapping
     if fs.exists(f"{root}/{name}"):
         fs.rm(f"{root}/{name}", recursive=True)
     dataset, encoding = store.template(plan)
-    dataset[[name]].drop_vars(list(dataset.coords)).to_zarr(
+    alone = dataset[[name]]
+    alone.drop_vars(list(alone.coords)).to_zarr(
         store.location(url), mode="a", compute=False, encoding={name: encoding[name]}, zarr_format=3,
         consolidated=False, storage_options=dict(storage_options) if storage_options else None,
     )

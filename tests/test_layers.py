@@ -27,6 +27,7 @@ LAYERS = {
     "pipeline.search": 4,
     "pipeline.store": 5,
     "pipeline.store_lock": 5,
+    "pipeline.consolidate": 5,
     "pipeline.verify": 5,
     "pipeline.runner": 5,
     "pipeline.store_probe": 5,

@@ -49,6 +49,11 @@ ARGUMENTS_KEY = "diffsweep.run.arguments"
     "(a plain --resume checks metadata and that every chunk is present).",
 )
 @click.option(
+    "--consolidate/--no-consolidate", default=None,
+    help="Once every block is stored, rewrite the store into chunks of up to 64 MiB for analysis "
+    "(default: when it has more than 64 blocks). An interrupted consolidation is finished by --resume.",
+)
+@click.option(
     "--progress/--no-progress", default=None,
     help="Progress on stderr: a bar on a terminal, else a log line every --progress-interval "
     "seconds (default); --progress forces the bar, --no-progress shows neither.",
@@ -78,6 +83,7 @@ def run(
     resume: bool,
     overwrite: bool,
     repair: bool,
+    consolidate: bool | None,
     progress: bool | None,
     progress_interval: float,
     in_process: bool,
@@ -148,7 +154,7 @@ def run(
             with _flag_wording():
                 return runner.run_sweep(
                     plan, url, executor=executor, resume=resume, overwrite=overwrite, repair=repair,
-                    storage_options=storage_options, progress=reporter.block_done, on_start=on_start,
+                    consolidate=consolidate, storage_options=storage_options, progress=reporter.block_done, on_start=on_start,
                 )
         finally:
             reporter.close()  # before the cluster closes: the bar's time is the run's

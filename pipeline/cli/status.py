@@ -42,6 +42,7 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
         "versions": versions,
         "problems": problems,
         "failed_blocks": {",".join(map(str, index)): error for index, error in failed.items()},
+        "layout": _layout(attrs),
     }
     if problems:
         info["complete"] = False
@@ -53,6 +54,7 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     click.echo(f"sweep     {info['sweep']}  (hash {str(info['sweep_hash'])[:12]})")
     click.echo(f"blocks    {done} / {total} ({done / total:.0%}) — {state}")
     click.echo(f"created   {info['created']} on {info['host']}")
+    click.echo(f"layout    {info['layout']}")
     for number, entry in enumerate(history, 1):
         click.echo(f"{'runs' if number == 1 else '':<9} {number}. {_history_line(entry, format_time)}")
     click.echo("versions  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -67,6 +69,18 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
         for line in shown:
             click.echo(f"  {line}", err=True)
         click.echo(f"  {stores.REPAIR_HINT}", err=True)
+
+
+def _layout(attrs: dict[str, Any]) -> str:
+    """How the store is chunked: one chunk per block, or consolidated (and how far)."""
+    from pipeline.consolidate import read_record
+
+    record = read_record(attrs)
+    if record is None:
+        return "one chunk per block (not consolidated)"
+    if record.state != "done":
+        return f"consolidation interrupted ({record.state}); diffsweep run SWEEP -o STORE --resume finishes it"
+    return f"consolidated for analysis: {len(record.chunks)} arrays in large chunks"
 
 
 def quick_check(store: str, storage_options: dict[str, object]) -> list[str]:
