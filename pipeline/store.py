@@ -106,6 +106,9 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(location(url), **(storage_options or {}))
+    # fsspec shares one filesystem per set of options, with its listings cached: zarr
+    # writes through another instance, so a cached listing of the store may be stale
+    fs.invalidate_cache(root.rstrip("/"))
     return fs, root.rstrip("/")
 
 
