@@ -510,6 +510,7 @@ def test_langevin_diverges_for_k_dt_above_two_and_not_below() -> None:
     np.testing.assert_array_equal(measured[30] > measured[10], drifts > 2)
 
 
+@pytest.mark.benchmark
 def test_particle_benchmark_quick_prints_its_table(tmp_path) -> None:
     """Smoke test of benchmarks/particles.py: never a timed assertion (the machine is shared)."""
     import json
