@@ -284,3 +284,16 @@ BAD_SWEEPS: list[tuple[str, str]] = [
         ":10: chunks: One task of 8 runs (4 coefficient x 2 step_size) needs about 6.00 GiB (768.00 MiB per run), more than the ",
     ),
 ]
+
+
+#: 24 blocks of a fraction of a second each: long enough to interrupt in the middle
+INTERRUPTIBLE = """\
+name: interruptible
+description: 24 blocks of about a quarter of a second each
+model: {scheme: ftcs, dims: 1, cells: 128, boundary: periodic, initial: random, seed: 3}
+sweep:
+  coefficient: {geomspace: [0.1, 1.0], num: 6}
+  cfl: {linspace: [0.1, 0.6], num: 8}
+  steps: [1000, 100000, 400000]
+chunks: {coefficient: 1, cfl: 2}
+"""

@@ -16,7 +16,7 @@ import xarray as xr
 import zarr
 from click.testing import CliRunner
 from conftest import SWEEPS, diffsweep, fresh_python, tree_digest
-from sweep_cases import BAD_SWEEPS, BAD_SWEEPS_DIR, GOOD_MINIMAL
+from sweep_cases import BAD_SWEEPS, BAD_SWEEPS_DIR, GOOD_MINIMAL, INTERRUPTIBLE
 
 from pipeline.cli.main import cli
 
@@ -84,16 +84,6 @@ def test_dask_and_in_process_executors_write_identical_stores(tmp_path: Path) ->
     assert (a.status >= 0).all()
 
 
-INTERRUPTIBLE = """\
-name: interruptible
-description: 24 blocks of about a quarter of a second each
-model: {scheme: ftcs, dims: 1, cells: 128, boundary: periodic, initial: random, seed: 3}
-sweep:
-  coefficient: {geomspace: [0.1, 1.0], num: 6}
-  cfl: {linspace: [0.1, 0.6], num: 8}
-  steps: [1000, 100000, 400000]
-chunks: {coefficient: 1, cfl: 2}
-"""
 
 
 def _completed(store: Path) -> int:

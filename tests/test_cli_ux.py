@@ -29,6 +29,7 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 from conftest import compute_store, diffsweep, tree_digest
+from sweep_cases import INTERRUPTIBLE
 
 from pipeline import store as stores
 from pipeline.cli.interruptions import RunCommand
@@ -40,17 +41,6 @@ from pipeline.runner import SUMMARY_WIDTH
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
-#: 24 blocks of a fraction of a second each: long enough to interrupt in the middle
-INTERRUPTIBLE = """\
-name: interruptible
-description: 24 blocks of about a quarter of a second each
-model: {scheme: ftcs, dims: 1, cells: 128, boundary: periodic, initial: random, seed: 3}
-sweep:
-  coefficient: {geomspace: [0.1, 1.0], num: 6}
-  cfl: {linspace: [0.1, 0.6], num: 8}
-  steps: [1000, 100000, 400000]
-chunks: {coefficient: 1, cfl: 2}
-"""
 
 #: 1,200 runs x 3 step counts = 3,600 results in 12 blocks, a second or two in one process
 THOUSANDS = """\
