@@ -281,13 +281,13 @@ def measure_particles(
             if steps not in position:
                 continue
             i = position[steps]
-            previous_steps = growth_window_start(steps)
-            previous_norm = norms_at[previous_steps]
+            window_start = growth_window_start(steps)
+            window_norm = norms_at[window_start]
             distance = np.abs(deviation).max(axis=spatial) / initial_range
             overshoot = np.maximum(
                 np.maximum(histogram.max(axis=spatial) - peak, lowest - histogram.min(axis=spatial)), 0.0
             ) / initial_range
-            growth = (norm / np.maximum(previous_norm, np.finfo(float).tiny)) ** (1.0 / (steps - previous_steps))
+            growth = (norm / np.maximum(window_norm, np.finfo(float).tiny)) ** (1.0 / (steps - window_start))
             time = steps * step_size
             if confined:
                 error = np.full(batch, np.nan)
@@ -298,7 +298,7 @@ def measure_particles(
 
             # noise moves each norm by at most about norm_floor (triangle inequality), so an
             # increase counts only beyond what noise at both ends can make
-            growing = (norm - previous_norm > 2 * norm_floor) & (growth > 1.0 + GROWTH_TOLERANCE)
+            growing = (norm - window_norm > 2 * norm_floor) & (growth > 1.0 + GROWTH_TOLERANCE)
             code = np.select(
                 [snapshot.invalid, unstable, snapshot.divergent, ~(distance <= divergence) | growing],
                 [INVALID, UNSTABLE_DRIFT, NON_FINITE, GROWN],
