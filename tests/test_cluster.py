@@ -119,6 +119,8 @@ def test_plan_names_the_flag_when_the_batch_configuration_is_incomplete() -> Non
          "`scheduler` and `cluster` are mutually exclusive"),
         ({"workers": 2, "scheduler": "tcp://127.0.0.1:1"}, "`workers` sizes the local cluster only"),
         ({"workers": 2, "cluster": "slurm"}, "`workers` sizes the local cluster only"),
+        ({"dashboard": True, "scheduler": "tcp://127.0.0.1:1"}, "`dashboard` chooses the local cluster's dashboard"),
+        ({"dashboard": False, "cluster": "slurm"}, "`dashboard` chooses the local cluster's dashboard"),
         ({"jobs": 2}, "`jobs` needs `cluster`"),
         ({"maximum_jobs": 2}, "`maximum_jobs` needs `cluster`"),
         ({"cluster": "slurm", "jobs": 3, "maximum_jobs": 2}, "`jobs` 3 is larger than `maximum_jobs` 2"),
@@ -153,6 +155,21 @@ def test_spec_is_frozen_and_says_which_cluster() -> None:
     assert ClusterSpec().kind == "local"
     with dask.config.set({"scheduler-address": "tcp://127.0.0.1:8786"}):
         assert ClusterSpec().kind == "config"
+
+
+def test_a_local_cluster_serves_its_dashboard_for_a_sweep_long_enough_to_look_at() -> None:
+    from pipeline.cluster import DASHBOARD_FROM_SECONDS
+
+    two = ClusterSpec(workers=2)
+    # the estimate is in core-seconds; the wall time is that over the workers
+    assert two.for_sweep(2 * DASHBOARD_FROM_SECONDS * 0.99).dashboard is False
+    assert two.for_sweep(2 * DASHBOARD_FROM_SECONDS).dashboard is True
+    assert ClusterSpec(workers=1).for_sweep(DASHBOARD_FROM_SECONDS * 1.5).dashboard is True
+    # what was asked for is kept, either way
+    assert ClusterSpec(dashboard=True).for_sweep(0.1).dashboard is True
+    assert ClusterSpec(dashboard=False).for_sweep(1e6).dashboard is False
+    # a running scheduler serves its own: nothing to decide
+    assert ClusterSpec(scheduler="tcp://127.0.0.1:8786").for_sweep(1e6).dashboard is None
 
 
 def test_spec_timeouts_come_from_the_arguments_else_the_dask_config() -> None:
@@ -390,6 +407,8 @@ def test_every_flag_fills_its_field_of_the_spec(tmp_path: Path) -> None:
           "connect_timeout": 30.0, "worker_timeout": 120.0}),
         (["--scheduler-file", "s.json"], {"scheduler_file": "s.json"}),
         (["--workers", "3"], {"workers": 3}),
+        (["--workers", "3", "--threads", "--dashboard"], {"workers": 3, "processes": False, "dashboard": True}),
+        (["--processes", "--no-dashboard"], {"processes": True, "dashboard": False}),
         (["--cluster", "pbs", "--jobs", "2", "--maximum-jobs", "5"],
          {"cluster": "pbs", "jobs": 2, "maximum_jobs": 5}),
     ]  # fmt: skip
@@ -409,6 +428,8 @@ def test_every_flag_fills_its_field_of_the_spec(tmp_path: Path) -> None:
         (["--cluster", "slurm", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler and --cluster are mutually exclusive"),
         (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
          "--workers sizes the local cluster only; with --cluster use --jobs"),
+        (["--no-dashboard", "--scheduler", "tcp://127.0.0.1:1"],
+         "--dashboard chooses the local cluster's dashboard; a running scheduler"),
         (["--jobs", "2"], "--jobs needs --cluster"),
         (["--maximum-jobs", "2"], "--maximum-jobs needs --cluster"),
         (["--cluster", "slurm", "--jobs", "3", "--maximum-jobs", "2"], "--jobs 3 is larger than --maximum-jobs 2"),

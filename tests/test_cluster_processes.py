@@ -238,8 +238,11 @@ def test_every_listening_socket_is_on_loopback(
     assert all(ip == "127.0.0.1" for _pid, ip, _port in listening), listening
 
 
-def test_local_cluster_listens_on_loopback_only() -> None:
-    with open_client(ClusterSpec(workers=1)) as client:
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
+@pytest.mark.parametrize("dashboard", [True, False], ids=["dashboard", "no-dashboard"])
+def test_local_cluster_listens_on_loopback_only(processes: bool, dashboard: bool) -> None:
+    # threads: the workers' HTTP servers (/health, metrics) too, which have no address of their own
+    with open_client(ClusterSpec(workers=1, processes=processes, dashboard=dashboard)) as client:
         assert _square_sum(client) == sum(x * x for x in range(20))
         me = psutil.Process()
         pids = [me.pid, *(child.pid for child in me.children(recursive=True))]
@@ -807,7 +810,7 @@ def test_run_prints_a_local_dashboard_that_answers(workers: str, long_sweep: Pat
 
     run = subprocess.Popen(
         ["diffsweep", "run", str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
-         "--workers", "1", workers],
+         "--workers", "1", workers, "--dashboard"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -822,6 +825,36 @@ def test_run_prints_a_local_dashboard_that_answers(workers: str, long_sweep: Pat
             run.kill()
             run.communicate()
     assert run.returncode == 0, rest
+
+
+def test_a_short_local_run_serves_no_dashboard_says_how_to_get_one_and_listens_on_loopback_only(
+    long_sweep: Path, tmp_path: Path
+) -> None:
+    """Below DASHBOARD_FROM_SECONDS (about 0.6 s here) the dashboard is not started;
+    the scheduler's HTTP server (/health, metrics) still runs, on 127.0.0.1 only."""
+    import psutil
+
+    run = subprocess.Popen(
+        ["diffsweep", "run", str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
+         "--workers", "1", "--threads"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stderr is not None
+        first = run.stderr.readline().strip()
+        listening = [c.laddr for c in psutil.Process(run.pid).net_connections("inet") if c.status == "LISTEN"]
+        _stdout, rest = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, rest
+    assert first == (
+        "dask scheduler in this process: 1 worker, 1 thread "
+        "(no dashboard for a sweep this short; --dashboard serves one)"
+    )
+    assert listening, "the scheduler's HTTP server was not found"
+    assert {address.ip for address in listening} == {"127.0.0.1"}, listening
 
 
 def test_run_prints_a_remote_dashboard_that_answers(

@@ -113,6 +113,15 @@ _OPTIONS = [
             "a sweep estimated at up to a minute of one core, processes above."
         ),
     ),
+    click.option(
+        "--dashboard/--no-dashboard",
+        default=None,
+        help=(
+            "Local cluster only: serve dask's dashboard on 127.0.0.1 (its link is printed). "
+            "Default: for a sweep estimated to run 10 s or more; a shorter run ends "
+            "before its dashboard is looked at."
+        ),
+    ),
     cluster_kind_option,
     click.option(
         "--jobs",
@@ -249,7 +258,8 @@ def cluster_options(f: F) -> F:
     """Add the cluster and storage options to a click command.
 
     The command receives ``cluster`` (a :class:`~pipeline.cluster.ClusterSpec` built from
-    ``--scheduler``, ``--scheduler-file``, ``--workers``, ``--processes``/``--threads``, ``--cluster``, ``--jobs``,
+    ``--scheduler``, ``--scheduler-file``, ``--workers``, ``--processes``/``--threads``,
+    ``--dashboard``/``--no-dashboard``, ``--cluster``, ``--jobs``,
     ``--maximum-jobs``, ``--tls-ca-file``, ``--tls-cert``, ``--tls-key``,
     ``--connect-timeout`` and ``--worker-timeout``) and ``storage_options`` (a dict from
     ``--storage-option`` and the dask config).  Values the spec refuses are a usage

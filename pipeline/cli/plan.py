@@ -62,6 +62,7 @@ def plan(
         local = ClusterSpec().for_sweep(summary["estimated_core_seconds"])
         if local.processes is not None:  # a local cluster (no scheduler-address in the dask config)
             summary["local_workers"] = "processes" if local.processes else "threads"
+            summary["local_dashboard"] = bool(local.dashboard)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -82,7 +83,12 @@ def plan(
         ("unstable (theory)", f"{summary['unstable_fraction']:.1%} of runs above the von Neumann bound"),
     ]
     if "local_workers" in summary:
-        rows.append(("local workers", f"{summary['local_workers']} (a local run; --threads/--processes to choose)"))
+        dashboard = "with a dashboard" if summary["local_dashboard"] else "no dashboard"
+        rows.append((
+            "local workers",
+            f"{summary['local_workers']}, {dashboard} (a local run; --threads/--processes, "
+            "--dashboard/--no-dashboard to choose)",
+        ))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"{label:<{width}}  {value}")

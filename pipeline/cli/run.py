@@ -173,7 +173,10 @@ def run(
                         with interruptions.workers_ignore_ctrl_c() if spawning else nullcontext():
                             client = cluster_open.enter_context(open_client(chosen, warn=echo_warning))
                         try:
-                            click.echo(describe(client), err=True)
+                            line = describe(client)
+                            if chosen.kind == "local" and chosen.dashboard is False and cluster.dashboard is None:
+                                line += " (no dashboard for a sweep this short; --dashboard serves one)"
+                            click.echo(line, err=True)
                             if quiet:
                                 interruptions.quiet_local_workers(client)
                             # bounded like every wait on the cluster: by the worker timeout

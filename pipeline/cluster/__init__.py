@@ -36,10 +36,17 @@ from __future__ import annotations
 from pipeline.cluster.client import dashboard_link, describe, open_client
 from pipeline.cluster.connect import insecure_address_warning, read_scheduler_file
 from pipeline.cluster.jobqueue import JOBQUEUE_KINDS, job_script, jobqueue_cluster
-from pipeline.cluster.spec import CONNECT_TIMEOUT_CONFIG_KEY, THREADS_UP_TO_CORE_SECONDS, WORKER_TIMEOUT_CONFIG_KEY, ClusterSpec
+from pipeline.cluster.spec import (
+    CONNECT_TIMEOUT_CONFIG_KEY,
+    DASHBOARD_FROM_SECONDS,
+    THREADS_UP_TO_CORE_SECONDS,
+    WORKER_TIMEOUT_CONFIG_KEY,
+    ClusterSpec,
+)
 
 __all__ = [
     "CONNECT_TIMEOUT_CONFIG_KEY",
+    "DASHBOARD_FROM_SECONDS",
     "THREADS_UP_TO_CORE_SECONDS",
     "JOBQUEUE_KINDS",
     "WORKER_TIMEOUT_CONFIG_KEY",

@@ -154,7 +154,9 @@ def _start_client(stack: ExitStack, spec: ClusterSpec, warn: Warn) -> distribute
     configured = dask.config.get("scheduler-address", None)
     if configured:
         return connect(configured, security=security, timeout=timeout, warn=warn)
-    return _local_client(stack, workers=spec.workers, processes=spec.processes is not False)
+    return _local_client(
+        stack, workers=spec.workers, processes=spec.processes is not False, dashboard=spec.dashboard is not False
+    )
 
 
 def _scheduler_address(client: distributed.Client) -> str:
@@ -290,7 +292,9 @@ def _jobqueue_client(
     )
 
 
-def _local_client(stack: ExitStack, *, workers: int | None, processes: bool) -> distributed.Client:
+def _local_client(
+    stack: ExitStack, *, workers: int | None, processes: bool, dashboard: bool
+) -> distributed.Client:
     import warnings
 
     from dask.system import CPU_COUNT
@@ -308,8 +312,11 @@ def _local_client(stack: ExitStack, *, workers: int | None, processes: bool) -> 
             threads_per_worker=1,
             processes=processes,
             # worker processes talk tcp on loopback; threads use inproc:// (no socket)
-            **({"host": "127.0.0.1"} if processes else {}),
+            **({"host": "127.0.0.1"} if processes else {"worker_class": _loopback_worker_class()}),
+            # without the dashboard the scheduler still serves /health and metrics: on
+            # loopback too (dashboard_address=None would bind the host's address)
             dashboard_address="127.0.0.1:8787",
+            scheduler_kwargs={"dashboard": dashboard},
         )
     for item in caught:
         if "is already in use" in str(item.message):
@@ -318,6 +325,25 @@ def _local_client(stack: ExitStack, *, workers: int | None, processes: bool) -> 
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     stack.callback(local.close)
     return Client(local, set_as_default=False)
+
+
+def _loopback_worker_class() -> type:
+    """A thread worker whose HTTP server (/health, metrics) listens on 127.0.0.1.
+
+    An in-process worker has no network address of its own (``inproc://``), so
+    distributed binds its HTTP server to every interface; a worker process bound to
+    ``host="127.0.0.1"`` does not need this.
+    """
+    from distributed import Worker
+
+    class LoopbackWorker(Worker):
+        def start_http_server(
+            self, routes: Any, dashboard_address: str | None, default_port: int = 0, ssl_options: Any = None
+        ) -> Any:
+            address = dashboard_address or f"127.0.0.1:{default_port}"
+            return super().start_http_server(routes, address, default_port, ssl_options)
+
+    return LoopbackWorker
 
 
 def _numba_threadsafe() -> bool:
@@ -368,6 +394,20 @@ def describe(client: distributed.Client) -> str:
     return text
 
 
+def _serves_bokeh(client: distributed.Client) -> bool:
+    """Whether a scheduler running in this process serves the bokeh dashboard (or the
+    scheduler runs elsewhere, where only its own ``services`` can tell): its HTTP server
+    also runs, for /health and metrics, when the dashboard is off."""
+    scheduler = getattr(getattr(client, "cluster", None), "scheduler", None)
+    http = getattr(scheduler, "http_application", None)
+    if http is None:
+        return True
+    return any(
+        any(cls.__name__ == "BokehTornado" for cls in type(app).__mro__)
+        for app in getattr(http, "applications", ())
+    )
+
+
 def dashboard_link(client: distributed.Client) -> str | None:
     """The scheduler's dashboard URL, or ``None`` if it serves none.
 
@@ -378,7 +418,7 @@ def dashboard_link(client: distributed.Client) -> str | None:
         info = client.scheduler_info(n_workers=0)
     except Exception:
         return None
-    if "dashboard" not in info.get("services", {}):
+    if "dashboard" not in info.get("services", {}) or not _serves_bokeh(client):
         return None
     if _scheduler_address(client).startswith("inproc://"):  # threads: served on loopback here
         return f"http://127.0.0.1:{info['services']['dashboard']}/status"

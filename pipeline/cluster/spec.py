@@ -12,7 +12,13 @@ from pipeline.errors import ClusterConfigError
 if TYPE_CHECKING:
     import distributed
 
-__all__ = ["CONNECT_TIMEOUT_CONFIG_KEY", "THREADS_UP_TO_CORE_SECONDS", "WORKER_TIMEOUT_CONFIG_KEY", "ClusterSpec"]
+__all__ = [
+    "CONNECT_TIMEOUT_CONFIG_KEY",
+    "DASHBOARD_FROM_SECONDS",
+    "THREADS_UP_TO_CORE_SECONDS",
+    "WORKER_TIMEOUT_CONFIG_KEY",
+    "ClusterSpec",
+]
 
 #: dask config key: seconds (or "10s") to wait for a scheduler to answer
 CONNECT_TIMEOUT_CONFIG_KEY = "diffsweep.connect-timeout"
@@ -26,6 +32,12 @@ WORKER_TIMEOUT_CONFIG_KEY = "diffsweep.worker-timeout"
 #: "start-up"). Longer sweeps get worker processes: isolated from each other and from
 #: this process, and stopped at once by Ctrl-C.
 THREADS_UP_TO_CORE_SECONDS = 60.0
+
+#: A local cluster serves its dashboard, unless told otherwise (``--dashboard``/
+#: ``--no-dashboard``), for a sweep estimated at this many seconds of wall time or more:
+#: the dashboard of a shorter run is gone before anyone opens its link, and starting it
+#: (bokeh) costs about 0.45 s, a sixth of a small sweep's whole run (benchmarks/run.py).
+DASHBOARD_FROM_SECONDS = 10.0
 
 
 def _configured_seconds(key: str, default: str) -> float:
@@ -83,6 +95,10 @@ class ClusterSpec:
         Local cluster only: ``True`` worker processes, ``False`` worker threads in this
         process (no process start-up, one copy of the imports and kernels), ``None``
         (default) threads for a small sweep, processes otherwise (see :meth:`for_sweep`).
+    dashboard
+        Local cluster only: serve the dashboard (on 127.0.0.1) or not; ``None``
+        (default) for a sweep estimated to run long enough to look at it (see
+        :meth:`for_sweep`).
 
     Raises
     ------
@@ -113,6 +129,7 @@ class ClusterSpec:
     connect_timeout: float = field(default_factory=_connect_timeout_default)
     worker_timeout: float | None = None
     processes: bool | None = None
+    dashboard: bool | None = None
 
     def __post_init__(self) -> None:
         chosen = [
@@ -144,6 +161,12 @@ class ClusterSpec:
                 "`processes` chooses how the local cluster runs its workers; a running "
                 "scheduler or a batch cluster has its own",
                 arguments=("processes",),
+            )
+        if self.dashboard is not None and self.kind != "local":
+            raise ClusterConfigError(
+                "`dashboard` chooses the local cluster's dashboard; a running scheduler or "
+                "a batch cluster serves its own",
+                arguments=("dashboard",),
             )
         if self.workers is not None and self.kind != "local":
             raise ClusterConfigError(
@@ -203,10 +226,11 @@ class ClusterSpec:
         return "config" if dask.config.get("scheduler-address", None) else "local"
 
     def for_sweep(self, core_seconds: float) -> ClusterSpec:
-        """This spec with ``processes`` decided for a sweep of ``core_seconds`` (its estimate).
+        """This spec with ``processes`` and ``dashboard`` decided for a sweep of ``core_seconds``.
 
-        Only a local cluster whose ``processes`` is not given changes: threads up to
-        :data:`THREADS_UP_TO_CORE_SECONDS`, processes above.
+        Only a local cluster's choices that were not given change: threads up to
+        :data:`THREADS_UP_TO_CORE_SECONDS`, processes above; a dashboard when the
+        estimated wall time on its workers is at least :data:`DASHBOARD_FROM_SECONDS`.
 
         Examples
         --------
@@ -214,10 +238,17 @@ class ClusterSpec:
         (False, True)
         >>> ClusterSpec(processes=True).for_sweep(2.0).processes
         True
+        >>> ClusterSpec(workers=2).for_sweep(2.0).dashboard, ClusterSpec(workers=2).for_sweep(20.0).dashboard
+        (False, True)
         """
-        if self.processes is not None or self.kind != "local":
+        if self.kind != "local":
             return self
-        return replace(self, processes=core_seconds > THREADS_UP_TO_CORE_SECONDS)
+        from dask.system import CPU_COUNT
+
+        workers = self.workers or CPU_COUNT or 1
+        processes = self.processes if self.processes is not None else core_seconds > THREADS_UP_TO_CORE_SECONDS
+        dashboard = self.dashboard if self.dashboard is not None else core_seconds / workers >= DASHBOARD_FROM_SECONDS
+        return replace(self, processes=processes, dashboard=dashboard)
 
     @property
     def worker_wait(self) -> float | None:
