@@ -50,7 +50,6 @@ from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
-from scipy import special
 
 from pipeline.diagnostics import (
     DIVERGENT,
@@ -113,6 +112,8 @@ def boltzmann(grid: Grid, coefficient: np.ndarray, confinement: float, mass: flo
     equilibrium with reflecting or periodic walls), integrated over each cell exactly
     (normal distribution functions) and scaled to ``mass``.
     """
+    from scipy import special  # here: only confined particle runs need it
+
     coefficient = np.asarray(coefficient, dtype=float)
     spread = np.sqrt(coefficient / confinement)[:, None]  # (batch, 1)
     faces = np.arange(grid.cells + 1) * grid.dx - grid.length / 2

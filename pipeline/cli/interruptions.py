@@ -12,13 +12,15 @@ pieces keep those out, unless ``-v``/``--debug`` asks for them:
 
 * :func:`workers_ignore_ctrl_c` starts local worker processes with SIGINT blocked, so
   a Ctrl-C at the terminal reaches only this process;
-* :class:`QuietTaskLogs` (a worker plugin, local clusters only) drops the workers'
-  reports of diffsweep tasks that failed or were cancelled, which this process
-  reports itself in one line, and everything they log while shutting down;
+* :class:`pipeline.cli.worker_logs.QuietTaskLogs` (a worker plugin, local clusters
+  only) drops the workers' reports of diffsweep tasks that failed or were cancelled,
+  which this process reports itself in one line, and everything they log while
+  shutting down;
 * :func:`stopped_quietly` silences distributed's loggers here once the run stops, so
   closing the cluster says nothing.
 
-Only ``diffsweep run`` imports this module (it imports distributed).
+Only ``diffsweep run`` imports this module; it does not import distributed (a run
+``--in-process`` does without it).
 """
 
 from __future__ import annotations
@@ -37,11 +39,9 @@ from functools import partial
 from typing import Any
 
 import click
-from distributed.diagnostics.plugin import WorkerPlugin
 
 __all__ = [
     "DISK_FULL_ERRNOS",
-    "QuietTaskLogs",
     "RunCommand",
     "is_disk_full",
     "silence_cluster_logs",
@@ -54,9 +54,6 @@ NOISY_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")
 
 #: errno values that mean the store's file system has no room left
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-#: part of every task key of a diffsweep run (:meth:`pipeline.planning.Plan.key`)
-TASK_KEY_MARK = "diffsweep-"
 
 
 # --------------------------------------------------------------------------- the command again
@@ -227,77 +224,6 @@ def silence_cluster_logs() -> None:
     ends and puts everything back.
     """
     _CLUSTER_LOGS.silence()
-
-
-# --------------------------------------------------------------------------- the workers' logs
-
-
-class _TaskNoise(logging.Filter):
-    """Drops a worker's records about diffsweep tasks, and everything once it closes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closing = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.closing:
-            return False
-        try:
-            message = record.getMessage()
-        except Exception:  # a record that cannot be formatted is not ours to judge
-            return True
-        if record.name == "distributed.worker.state_machine" and message.endswith("ended with CancelledError"):
-            return False  # a transfer of a task's input cancelled by this run (the key is elided)
-        return TASK_KEY_MARK not in message
-
-
-class QuietTaskLogs(WorkerPlugin):
-    """Worker plugin: the workers of a local cluster stay silent about diffsweep's tasks.
-
-    A block that fails (a full disk, say) is reported by ``diffsweep run`` in one
-    line; the worker's "Compute Failed" report and its warnings about cancelled
-    diffsweep tasks would repeat it at length on the same terminal. This drops
-    records naming a diffsweep task key or a cancelled transfer of a task's input,
-    and, once the worker closes, everything it
-    logs (it is being shut down by this run).  Other records, such as memory warnings,
-    pass.  Registered by name, so each worker, including restarted ones, has it once.
-    """
-
-    name = "diffsweep-quiet-task-logs"
-    idempotent = True
-
-    def setup(self, worker: Any) -> None:
-        self._filter = _TaskNoise()
-        for logger in _worker_handlers_loggers():
-            for handler in logger.handlers:
-                handler.addFilter(self._filter)
-
-    def teardown(self, worker: Any) -> None:
-        self._filter.closing = True
-
-
-def _worker_handlers_loggers() -> list[logging.Logger]:
-    """Loggers in a worker process whose handlers write distributed's records."""
-    loggers = [logging.getLogger("distributed"), logging.getLogger()]
-    return [logger for logger in loggers if logger.handlers]
-
-
-def quiet_local_workers(client: Any) -> None:
-    """Register :class:`QuietTaskLogs` when the client's workers are local processes.
-
-    Remote and batch-system workers log to their own files, where those records belong.
-    """
-    from distributed import LocalCluster
-
-    if isinstance(getattr(client, "cluster", None), LocalCluster):
-        from distributed.comm import CommClosedError
-
-        try:
-            client.register_plugin(QuietTaskLogs(), name=QuietTaskLogs.name)
-        except (CommClosedError, OSError) as error:
-            # a worker died while the scheduler told it; the scheduler keeps the plugin
-            # for every worker that starts later, so the run goes on
-            logging.getLogger(__name__).debug("quiet task logs: %s: %s", type(error).__name__, error)
 
 
 # --------------------------------------------------------------------------- a full disk

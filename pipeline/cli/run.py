@@ -178,7 +178,9 @@ def run(
                                 line += " (no dashboard for a sweep this short; --dashboard serves one)"
                             click.echo(line, err=True)
                             if quiet:
-                                interruptions.quiet_local_workers(client)
+                                from pipeline.cli.worker_logs import quiet_local_workers
+
+                                quiet_local_workers(client)
                             # bounded like every wait on the cluster: by the worker timeout
                             check_store_writable(client, url, storage_options, timeout=cluster.worker_wait)
                             summary = execute_with(DaskExecutor(client))
