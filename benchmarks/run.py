@@ -22,13 +22,19 @@ Sections (all in one invocation, so that they share the machine's load):
    subsample of the reference sweep's results.  Both rates count *results* — one
    (coefficient, step size, steps) triple each; diffsweep integrates each trajectory once
    and measures it at every step count, the baseline integrates every triple from zero.
+   The end-to-end speed-ups compare wall times with both sides' start-up included: the
+   baseline's is its cluster start plus its first kernel call, then N / its rate (targets:
+   >= 150x on the small sweep, >= 300x on the reference sweep).
 3. overheads — the scheduler's share from the store's own timings (the last entry of
    its ``run_history``: ``seconds``, ``compute_seconds``, ``write_seconds``), numba compile time in a fresh process
    with and without the on-disk cache, the first-call cost in each dask worker, and the
    store's write throughput.
 4. scaling — runs/s and peak memory of the whole CLI process tree (psutil RSS, sampled)
-   at 1x, 4x, 16x a base sweep, and 1 vs 2 workers.
-5. the million-run sweep through ``diffsweep run`` (``--skip-million`` to skip).
+   at 1x, 4x, 16x a base sweep, and 1 vs 2 workers, on the 16x sweep (seconds) and on a
+   150 000-run sweep that takes over a minute on one worker (target: >= 1.7x).
+5. the million-run sweep through ``diffsweep run`` (``--skip-million`` to skip): wall time
+   (target <= 170 s), the consolidated store's files (<= 200), a fresh plain-xarray read
+   of one whole variable (<= 2 s), and peak memory against the 150 000-run sweep.
 6. refine — ``diffsweep refine`` locating the divergence edge of a 64-coefficient FTCS
    sweep to rtol 1e-3 against a dense grid of the same resolution, runs spent and wall
    time side by side on one LocalCluster (``benchmarks/refine.py``; target: 20x fewer
@@ -67,7 +73,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernels
 import particles
+from sweeps import sweep_yaml
 import refine as refine_bench
+import store_layout
 
 from pipeline.numerics import Grid, initial_condition, integrate
 
@@ -188,18 +196,6 @@ def bench_kernels(quick: bool) -> dict:
 # -- 2-5. the CLI -------------------------------------------------------------------------
 
 
-def sweep_yaml(name: str, coefficients: int, cfls: int, steps: list[int]) -> str:
-    return (
-        f"name: {name}\n"
-        "model: {scheme: ftcs, dims: 1, cells: 128, length: 1.0, boundary: neumann, initial: step}\n"
-        "sweep:\n"
-        f"  coefficient: {{geomspace: [1.0e-3, 1.0], num: {coefficients}}}\n"
-        f"  cfl: {{linspace: [0.005, 0.495], num: {cfls}}}\n"
-        f"  steps: {json.dumps(steps)}\n"
-        "output: {fields: none}\n"
-    )
-
-
 class TreeMemory:
     """Peak summed RSS of a process and all its descendants, sampled in a thread."""
 
@@ -233,12 +229,13 @@ class TreeMemory:
 
 
 def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bool = False,
-            local: str | None = None) -> dict:
+            local: str | None = None, read: bool = False) -> dict:
     """``diffsweep run`` in a subprocess: wall time, peak memory, the store's own timings.
 
     ``in_process`` runs the blocks without dask (``--in-process``); ``local`` is
     ``"--threads"`` or ``"--processes"`` for the local cluster's workers (default: the
-    CLI's own choice).
+    CLI's own choice). ``read`` also times a fresh Python reading one whole variable of
+    the finished store with plain xarray (:func:`store_layout.read_seconds`).
     """
     import zarr
 
@@ -264,7 +261,8 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{output}")
     attrs = json.loads(zarr.open_group(str(store), mode="r").attrs["run_history"])[-1]
     plan = make_plan(parse_sweep(text), parallelism=workers)
-    on_disk = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+    files, on_disk = store_layout.files_and_bytes(store)
+    read_seconds, read_bytes = store_layout.read_seconds(store) if read else (float("nan"), 0)
     run_seconds = float(attrs["seconds"])
     compute = float(attrs["compute_seconds"])
     write = float(attrs["write_seconds"])
@@ -280,7 +278,8 @@ def run_cli(workdir: Path, name: str, text: str, workers: int, *, in_process: bo
         "scheduler_share": 1 - (compute + write) / (workers * run_seconds),
         # everything outside block computation, cluster start-up and imports included
         "outside_compute_share": 1 - compute / (workers * wall),
-        "store_bytes": plan.store_bytes, "store_bytes_on_disk": on_disk,
+        "store_bytes": plan.store_bytes, "store_bytes_on_disk": on_disk, "store_files": files,
+        "read_seconds": read_seconds, "read_bytes": read_bytes,
         "write_bytes_per_s": plan.store_bytes / write if write > 0 else float("nan"),
         "cell_updates": plan.cell_updates,
     }
@@ -406,6 +405,9 @@ def bench_baseline(samples: int, coefficients: int, cfls: int, steps: list[int],
         extra = {"library": library_run(client, *library, workers)} if library else {}
     return {
         "samples": samples, "workers": workers, "seconds": seconds, "cluster_startup_seconds": startup,
+        # its start-up (a LocalCluster and the first kernel call in each worker) is paid
+        # once per sweep: the wall time of N results is start-up + N / results_per_s
+        "startup_seconds": startup + max(v[0] for v in first_calls.values()),
         "results_per_s": samples / seconds,
         "mean_steps": float(np.mean([t[2] for t in triples])),
         "worker_first_kernel_call_seconds": [v[0] for v in first_calls.values()],
@@ -527,7 +529,7 @@ def print_particles(p: dict, row) -> None:
 def print_startup(st: dict, row) -> None:
     best = st["best"]
     row(f"small sweep ({st['results']:,} results), whole CLI, default", f"{best['default']:.2f} s",
-        f"wall, best of {len(st['walls']['default'])}; target <= 1.5 s: {'met' if best['default'] <= 1.5 else 'NOT met'}")
+        f"wall, best of {len(st['walls']['default'])}; target <= 1.5 s: {met(best['default'] <= 1.5)}")
     for way in ("--threads", "--processes", "--in-process"):
         row(f"  same, {way}", f"{best[way]:.2f} s", f"{best[way] / best['default']:.2f}x the default")
 
@@ -541,7 +543,13 @@ def print_cli(r: dict, row) -> None:
     row(f"baseline: dask.delayed per result, numpy ({b['samples']} sampled)", f"{b['results_per_s']:,.1f}",
         f"results/s, {b['workers']} workers x 1 thread, start-up excluded, mean {b['mean_steps']:.0f} steps")
     ratio = r["speedup"]
-    row("speed-up over the baseline", f"{ratio:,.0f}x", f"target 50x: {'met' if ratio >= 50 else 'NOT met'}")
+    row("  results/s over the baseline's", f"{ratio:,.0f}x", "diffsweep's start-up included, the baseline's not")
+    for label, results, wall, target in end_to_end_cases(r):
+        baseline_wall = b["startup_seconds"] + results / b["results_per_s"]
+        speedup = baseline_wall / wall
+        row(f"end to end over the baseline, {label}", f"{speedup:,.0f}x",
+            f"both start-ups included: {wall:.2f} s vs {baseline_wall:,.0f} s ({b['startup_seconds']:.1f} s start-up "
+            f"+ {results:,} results at {b['results_per_s']:.1f}/s); target >= {target}x: {met(speedup >= target)}")
     row("scheduler share of the run (1 - busy/(workers x run))", f"{e['scheduler_share']:.1%}",
         f"target < 5 %: {'met' if e['scheduler_share'] < 0.05 else 'NOT met'}; run {e['run_seconds']:.2f} s, "
         f"compute {e['compute_seconds']:.2f} s, writes {e['write_seconds']:.2f} s")
@@ -571,12 +579,51 @@ def print_cli(r: dict, row) -> None:
         g = r["memory_growth"]
         row("peak memory 16x / 1x", f"{g:.2f}", f"target within 20 %: {'met' if abs(g - 1) <= 0.2 else 'NOT met'}")
     if "workers_speedup" in r:
-        row("2 workers / 1 worker runs/s (16x sweep)", f"{r['workers_speedup']:.2f}x")
+        row("2 workers / 1 worker runs/s (16x sweep)", f"{r['workers_speedup']:.2f}x", "a few seconds: start-up weighs")
+    if "long_scaling" in r:
+        one, two = r["long_scaling"]
+        speedup = one["wall_seconds"] / two["wall_seconds"]
+        row(f"2 workers / 1 worker, {one['runs']:,}-run sweep", f"{speedup:.2f}x",
+            f"wall {one['wall_seconds']:.1f} s -> {two['wall_seconds']:.1f} s (>= 1 min on 1 worker: "
+            f"{'yes' if one['wall_seconds'] >= 60 else 'NO'}); target >= 1.7x: {met(speedup >= 1.7)}")
     if "million" in r:
         mm = r["million"]
         row(f"million-run sweep ({mm['runs']:,} runs, {mm['results']:,} results)", f"{mm['wall_seconds']:.0f} s",
-            f"{mm['runs_per_s']:,.0f} runs/s, peak RSS {mm['peak_rss_bytes'] / 2**20:.0f} MiB, "
-            f"scheduler share {mm['scheduler_share']:.1%}")
+            f"wall; target <= {MILLION_SECONDS} s: {met(mm['wall_seconds'] <= MILLION_SECONDS)}; {mm['runs_per_s']:,.0f} "
+            f"runs/s, {mm['blocks']} blocks, scheduler share {mm['scheduler_share']:.1%}")
+        row("  store files (consolidated)", f"{mm['store_files']:,}",
+            f"{mm['store_bytes_on_disk'] / 2**20:.1f} MiB on disk; target <= {store_layout.MAX_FILES}: "
+            f"{met(mm['store_files'] <= store_layout.MAX_FILES)}")
+        row("  read one variable, fresh plain xarray", f"{mm['read_seconds']:.2f} s",
+            f"distance, {mm['read_bytes'] / 2**20:.1f} MiB, open + .values, best of 3 (imports not timed); "
+            f"target <= {store_layout.MAX_READ_SECONDS:.0f} s: {met(mm['read_seconds'] <= store_layout.MAX_READ_SECONDS)}")
+        if "long_scaling" in r:
+            growth = mm["peak_rss_bytes"] / r["long_scaling"][1]["peak_rss_bytes"]
+            row(f"  peak memory, million / {r['long_scaling'][1]['runs']:,} runs", f"{growth:.2f}",
+                f"{mm['peak_rss_bytes'] / 2**20:.0f} MiB, same workers; target within 20 %: {met(abs(growth - 1) <= 0.2)}")
+
+
+#: the million-run sweep's wall-time target, seconds
+MILLION_SECONDS = 170
+
+#: end-to-end speed-up targets over the baseline, both sides' start-up included
+END_TO_END_TARGETS = {"small": 150, "reference": 300}
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def end_to_end_cases(r: dict) -> list[tuple[str, int, float, int]]:
+    """(label, results, diffsweep's wall seconds, target) of each end-to-end comparison."""
+    cases = []
+    if "startup" in r:
+        st = r["startup"]
+        cases.append((f"small sweep ({st['results']:,} results)", st["results"], st["best"]["default"],
+                      END_TO_END_TARGETS["small"]))
+    e = r["end_to_end"]
+    cases.append((f"reference ({e['results']:,} results)", e["results"], e["wall_seconds"], END_TO_END_TARGETS["reference"]))
+    return cases
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -655,9 +702,13 @@ def run_cli_sections(results: dict, quick: bool, workers: int, skip_million: boo
             results["scaling"] = scaling
             results["memory_growth"] = scaling[2]["peak_rss_bytes"] / scaling[0]["peak_rss_bytes"]
             results["workers_speedup"] = scaling[2]["runs_per_s"] / one["runs_per_s"]
+            # 2 workers against 1 on a sweep long enough that start-up does not decide it
+            # (>= 1 min on one worker): 300 x 500 runs, the million-run sweep's checkpoints
+            long = sweep_yaml("long", 300, 500, store_layout.MILLION_STEPS)
+            results["long_scaling"] = [run_cli(workdir, "long", long, n) for n in (1, workers)]
         if not skip_million and not quick:
-            million = sweep_yaml("million", 1000, 1000, [2500, 5000, 7500, 10000])
-            results["million"] = run_cli(workdir, "million", million, workers)
+            million = sweep_yaml("million", 1000, 1000, store_layout.MILLION_STEPS)
+            results["million"] = run_cli(workdir, "million", million, workers, read=True)
 
 
 if __name__ == "__main__":

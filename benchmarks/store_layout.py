@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import sweep_yaml  # noqa: E402  (the same sweeps as benchmarks/run.py)
+from sweeps import sweep_yaml  # noqa: E402  (the same sweeps as benchmarks/run.py)
 
 #: the checkpoints of the million-run sweep of benchmarks/run.py (and of the 10^5-run one here)
 MILLION_STEPS = [2500, 5000, 7500, 10000]

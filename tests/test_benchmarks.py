@@ -27,7 +27,7 @@ def test_benchmark_quick_prints_table_and_writes_json(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     table = completed.stdout
-    for line in ("stream copy bandwidth", "FTCS 1-D", "first-passage watch", "speed-up over the baseline", "scheduler share",
+    for line in ("stream copy bandwidth", "FTCS 1-D", "first-passage watch", "end to end over the baseline", "small sweep", "scheduler share",
                  "store writes", "runs: dense / refine", "wall time: dense / refine"):
         assert line in table, table
     results = json.loads(output.read_text())
