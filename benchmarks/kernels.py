@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from pipeline.numerics import Grid, ftcs, initial_condition, integrate, stability_limit
+from pipeline.numerics import Batch, Grid, ftcs, initial_condition, integrate, stability_limit
 from pipeline.numerics.passage import FirstPassage, FtcsWatch
 
 # (dims, cells, batch, steps): a few thousand 1-D runs; fewer, larger runs in 2-D/3-D
@@ -141,13 +141,14 @@ def kernel_rate(scheme, dims, cells, batch, steps, repeats, clock=time.perf_coun
     limit = 0.5 / dims
     coefficient = np.ones(batch)
     step_size = np.linspace(0.05, 0.95, batch) * limit * grid.dx**2
+    runs = Batch(scheme, "neumann", grid, initial, coefficient, step_size)
 
     def work():
-        for _ in integrate(scheme, "neumann", grid, initial, coefficient, step_size, [steps]):
+        for _ in integrate(runs, [steps]):
             pass
 
     # compile / warm the caches on a small batch first
-    for _ in integrate(scheme, "neumann", grid, initial, coefficient[:2], step_size[:2], [2]):
+    for _ in integrate(Batch(scheme, "neumann", grid, initial, coefficient[:2], step_size[:2]), [2]):
         pass
     return batch * grid.size * steps / best_time(work, repeats, clock)
 

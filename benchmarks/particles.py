@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline_kernels
 from numba import njit, uint64
 
-from pipeline.numerics import Grid, initial_condition
+from pipeline.numerics import Batch, Grid, initial_condition
 from pipeline.numerics.particles import (
     BOUNDARY_CODES,
     TILE,
@@ -95,9 +95,10 @@ def kernel(scheme: str, dims: int, cells: int, boundary: str, steps: int, runs: 
     keys = np.array([stream_key(0, {"run": i}) for i in range(runs)], dtype=np.uint64)
     extra: dict[str, Any] = {} if scheme == "random-walk" else {"confinement": DRIFT / step_size}
     driver = random_walk if scheme == "random-walk" else langevin
+    batch = Batch(scheme, boundary, grid, initial, coefficient, step_size)
 
     def work(count: int = steps) -> None:
-        for _ in driver(boundary, grid, initial, coefficient, step_size, [count], particles=particles, keys=keys, **extra):
+        for _ in driver(batch, [count], particles=particles, keys=keys, **extra):
             pass
 
     work(5)  # compile, or load from the cache

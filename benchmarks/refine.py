@@ -191,11 +191,11 @@ sweep:
 
 
 def _warm() -> float:
-    from pipeline.numerics import Grid, initial_condition, integrate
+    from pipeline.numerics import Batch, Grid, initial_condition, integrate
 
     start = time.perf_counter()
     grid = Grid(1, 16, 1.0)
-    for _ in integrate("ftcs", "neumann", grid, initial_condition("step", grid), np.ones(2), np.full(2, 1e-4), [2]):
+    for _ in integrate(Batch("ftcs", "neumann", grid, initial_condition("step", grid), np.ones(2), np.full(2, 1e-4)), [2]):
         pass
     return time.perf_counter() - start
 

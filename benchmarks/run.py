@@ -77,7 +77,7 @@ from sweeps import sweep_yaml
 import refine as refine_bench
 import store_layout
 
-from pipeline.numerics import Grid, initial_condition, integrate
+from pipeline.numerics import Batch, Grid, initial_condition, integrate
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,9 +120,10 @@ def checkpoint_seconds(scheme: str, dims: int, cells: int, batch: int, repeats: 
     initial = initial_condition("random", grid)
     coefficient = np.ones(batch)
     step_size = np.full(batch, 0.4 / dims * grid.dx**2)
+    runs = Batch(scheme, "neumann", grid, initial, coefficient, step_size)
 
     def work():
-        for _ in integrate(scheme, "neumann", grid, initial, coefficient, step_size, [1]):
+        for _ in integrate(runs, [1]):
             pass
 
     work()
@@ -135,9 +136,10 @@ def sweep_seconds(scheme: str, batch: int, checkpoints: list[int], repeats: int)
     initial = initial_condition("step", grid)
     coefficient = np.ones(batch)
     step_size = np.linspace(0.005, 0.495, batch) * grid.dx**2
+    runs = Batch(scheme, "neumann", grid, initial, coefficient, step_size)
 
     def work():
-        for _ in integrate(scheme, "neumann", grid, initial, coefficient, step_size, checkpoints):
+        for _ in integrate(runs, checkpoints):
             pass
 
     work()

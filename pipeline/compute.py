@@ -18,7 +18,7 @@ import xarray as xr
 
 from pipeline.diagnostics import STATUS_NAMES, measure_trajectory
 from pipeline.layout import step_size_from_cfl
-from pipeline.numerics import initial_condition
+from pipeline.numerics import Batch, initial_condition
 from pipeline.numerics.philox import stream_key
 from pipeline.particle_diagnostics import PARTICLE_MEASURES, measure_particles
 from pipeline.planning import Block, Plan
@@ -137,10 +137,11 @@ def measure_runs(
     step = np.asarray(step, dtype=float)
     step_size = step_size_from_cfl(coefficient, step, grid.dx) if step_axis == "cfl" else step
     initial = initial_condition(model.initial, grid, seed=model.seed)
-    arguments = (model.scheme, model.boundary, grid, initial, coefficient, step_size, list(checkpoints))
+    batch = Batch(model.scheme, model.boundary, grid, initial, coefficient, step_size)
     if model.moves_particles:
         return measure_particles(
-            *arguments,
+            batch,
+            list(checkpoints),
             particles=model.particles,
             confinement=model.confinement,
             keys=stream_keys(model, coefficient, step_axis, step),
@@ -148,7 +149,9 @@ def measure_runs(
             divergence=criteria.divergence,
             keep_fields=keep_fields,
         )
-    return measure_trajectory(*arguments, tolerance=criteria.tolerance, divergence=criteria.divergence, keep_fields=keep_fields)
+    return measure_trajectory(
+        batch, list(checkpoints), tolerance=criteria.tolerance, divergence=criteria.divergence, keep_fields=keep_fields
+    )
 
 
 def compute_block(plan: Plan, block: Block) -> xr.Dataset:

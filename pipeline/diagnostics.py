@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.numerics import Grid, integrate, spectral
+from pipeline.numerics import Batch, integrate, spectral
 from pipeline.numerics.passage import (
     GROWTH_TOLERANCE,
     ROUNDOFF_FLOOR,
@@ -146,12 +146,7 @@ def passage_attributes(largest_steps: int, particles: bool = False) -> dict[str,
 
 
 def measure_trajectory(
-    scheme: str,
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
+    batch: Batch,
     checkpoints: Sequence[int],
     *,
     tolerance: float,
@@ -162,14 +157,9 @@ def measure_trajectory(
 
     Parameters
     ----------
-    scheme, boundary
-        Names from :data:`pipeline.numerics.SCHEMES` and ``BOUNDARIES``.
-    grid
-        The spatial grid shared by the batch.
-    initial
-        Initial field, ``grid.shape`` (shared) or ``(batch, *grid.shape)``.
-    coefficient, step_size
-        Diffusion coefficient and time step of each run, shape ``(batch,)``.
+    batch
+        The runs (:class:`~pipeline.numerics.Batch`), of a grid scheme
+        (:data:`pipeline.numerics.SCHEMES`).
     checkpoints
         Strictly increasing step counts at which to measure.
     tolerance
@@ -187,12 +177,11 @@ def measure_trajectory(
         int64 (``max(checkpoints) + 1`` where not reached) and, when kept, ``"field"`` →
         ``(batch, *grid.shape)`` or ``(batch, n_checkpoints, *grid.shape)``.
     """
-    coefficient = np.asarray(coefficient, dtype=np.float64)
-    step_size = np.asarray(step_size, dtype=np.float64)
-    batch = coefficient.shape[0]
+    grid, boundary, runs = batch.grid, batch.boundary, batch.size
+    coefficient, step_size = batch.coefficient, batch.step_size
     spatial = tuple(range(1, grid.dims + 1))
-    given = np.asarray(initial, dtype=np.float64)
-    initial = np.broadcast_to(given, (batch, *grid.shape))
+    given = batch.initial
+    initial = np.broadcast_to(given, (runs, *grid.shape))
 
     equilibrium, initial_range, floor = reference_scales(boundary, grid, initial)
     low, high = initial.min(axis=spatial), initial.max(axis=spatial)
@@ -210,11 +199,11 @@ def measure_trajectory(
     norms_at = {0: deviations(initial, equilibrium)[1]}
 
     n = len(checkpoints)
-    out: dict[str, np.ndarray] = {name: np.empty((batch, n)) for name in MEASURES}
-    status = np.empty((batch, n), dtype=np.int8)
+    out: dict[str, np.ndarray] = {name: np.empty((runs, n)) for name in MEASURES}
+    status = np.empty((runs, n), dtype=np.int8)
     fields = None
     if keep_fields == "checkpoints":
-        fields = np.empty((batch, n, *grid.shape))
+        fields = np.empty((runs, n, *grid.shape))
 
     passage = FirstPassage(tolerance=tolerance, divergence=divergence)
     state = initial
@@ -225,10 +214,7 @@ def measure_trajectory(
     spectrum = spectral.forward(boundary, grid, given if given.shape == grid.shape else initial)
     wave_numbers = spectral.wave_numbers_squared(boundary, grid)
     with np.errstate(all="ignore"):
-        for steps, state in integrate(
-            scheme, boundary, grid, initial, coefficient, step_size, stops,
-            first_passage=passage,
-        ):
+        for steps, state in integrate(batch, stops, first_passage=passage):
             peak, norm = deviations(state, equilibrium)
             if steps in window_starts:
                 norms_at[steps] = norm
@@ -248,7 +234,7 @@ def measure_trajectory(
             if conserving:
                 mass_error = np.abs(state.sum(axis=spatial) - initial_mass) / np.abs(initial_mass)
             else:
-                mass_error = np.full(batch, np.nan)
+                mass_error = np.full(runs, np.nan)
 
             divergent = ~(distance <= divergence) | is_growing(growth, norm, floor)
             oscillating = ~divergent & (overshoot > OVERSHOOT_TOLERANCE)

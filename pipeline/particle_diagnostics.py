@@ -59,7 +59,7 @@ from pipeline.diagnostics import (
     OSCILLATING,
     TRANSIENT,
 )
-from pipeline.numerics import Grid, continuous_solution
+from pipeline.numerics import Batch, Grid, continuous_solution
 from pipeline.numerics.particles import drift_unstable, langevin, random_walk
 from pipeline.numerics.passage import growth_window_start
 
@@ -177,12 +177,7 @@ def _observed_passages(
 
 
 def measure_particles(
-    scheme: str,
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
+    batch: Batch,
     checkpoints: Sequence[int],
     *,
     particles: int,
@@ -196,12 +191,12 @@ def measure_particles(
 
     Parameters
     ----------
-    scheme
-        ``"random-walk"`` or ``"langevin"``.
-    boundary, grid, coefficient, step_size, checkpoints, tolerance, divergence, keep_fields
+    batch
+        The runs (:class:`~pipeline.numerics.Batch`): scheme ``"random-walk"`` or
+        ``"langevin"``, initial field ``grid.shape``, non-negative (the density the
+        particles are drawn from).
+    checkpoints, tolerance, divergence, keep_fields
         As for :func:`pipeline.diagnostics.measure_trajectory`.
-    initial
-        ``grid.shape``, non-negative: the density particles are drawn from.
     particles
         Particles per run.
     confinement
@@ -219,10 +214,9 @@ def measure_particles(
         far as the checkpoints show them (:func:`_observed_passages`), and the histogram
         as ``"field"`` when kept, like ``measure_trajectory``.
     """
-    coefficient = np.asarray(coefficient, dtype=float)
-    step_size = np.asarray(step_size, dtype=float)
-    initial = np.asarray(initial, dtype=float)
-    batch, n = coefficient.shape[0], len(checkpoints)
+    scheme, boundary, grid, initial = batch.scheme, batch.boundary, batch.grid, batch.initial
+    coefficient, step_size = batch.coefficient, batch.step_size
+    runs, n = batch.size, len(checkpoints)
     spatial = tuple(range(1, grid.dims + 1))
 
     low, high = float(initial.min()), float(initial.max())
@@ -231,11 +225,11 @@ def measure_particles(
     conserving = boundary != "dirichlet"
     confined = scheme == "langevin" and confinement > 0
     if not conserving:
-        equilibrium = np.zeros((batch, *grid.shape))
+        equilibrium = np.zeros((runs, *grid.shape))
     elif confined:
         equilibrium = boltzmann(grid, coefficient, confinement, mass)
     else:
-        equilibrium = np.full((batch, *grid.shape), initial.mean())
+        equilibrium = np.full((runs, *grid.shape), initial.mean())
     peak = np.maximum(high, equilibrium.max(axis=spatial))
     lowest = np.minimum(low, equilibrium.min(axis=spatial))
     if not conserving:
@@ -243,14 +237,14 @@ def measure_particles(
     floor = noise_floor(peak / mass, particles, grid.size, mass, initial_range)
     norm_floor = NOISE_NORM_FACTOR * mass / particles * math.sqrt(particles)
 
-    out = {name: np.full((batch, n), np.nan) for name in (*MEASURES, *PARTICLE_MEASURES)}
+    out: dict[str, np.ndarray] = {name: np.full((runs, n), np.nan) for name in (*MEASURES, *PARTICLE_MEASURES)}
     out["noise_floor"][:] = floor[:, None]
-    status = np.empty((batch, n), dtype=np.int8)
-    reason = np.zeros((batch, n), dtype=np.int8)
-    fields = np.empty((batch, n, *grid.shape)) if keep_fields == "checkpoints" else None
-    distance_ok = np.zeros((batch, n), dtype=bool)
+    status = np.empty((runs, n), dtype=np.int8)
+    reason = np.zeros((runs, n), dtype=np.int8)
+    fields = np.empty((runs, n, *grid.shape)) if keep_fields == "checkpoints" else None
+    distance_ok = np.zeros((runs, n), dtype=bool)
 
-    overshooting = np.zeros(batch, dtype=bool)
+    overshooting = np.zeros(runs, dtype=bool)
     checkpoints = [int(steps) for steps in checkpoints]
     position = {steps: i for i, steps in enumerate(checkpoints)}
     # growth at n is measured over [m(n), n] as for the grid schemes, so the status at n
@@ -259,21 +253,18 @@ def measure_particles(
     window_starts = {growth_window_start(steps) for steps in checkpoints}
     stops = sorted(set(checkpoints) | (window_starts - {0}))
     if scheme == "random-walk":
-        runs = random_walk(boundary, grid, initial, coefficient, step_size, stops, particles=particles, keys=keys)
-        unstable = np.zeros(batch, dtype=bool)
+        snapshots = random_walk(batch, stops, particles=particles, keys=keys)
+        unstable = np.zeros(runs, dtype=bool)
     else:
-        runs = langevin(
-            boundary, grid, initial, coefficient, step_size, stops,
-            particles=particles, keys=keys, confinement=confinement,
-        )
+        snapshots = langevin(batch, stops, particles=particles, keys=keys, confinement=confinement)
         unstable = drift_unstable(confinement, step_size)
         if confined:
             overshooting = (confinement * step_size > 1) & ~unstable
     initial_variance = _initial_variance(grid, initial)
     norms_at = {0: np.sqrt(((initial[None] - equilibrium) ** 2).sum(axis=spatial))}
-    histogram = np.broadcast_to(initial, (batch, *grid.shape))
+    histogram = np.broadcast_to(initial, (runs, *grid.shape))
     with np.errstate(all="ignore"):
-        for steps, snapshot in runs:
+        for steps, snapshot in snapshots:
             histogram = snapshot.concentration
             deviation = histogram - equilibrium
             norm = np.sqrt((deviation**2).sum(axis=spatial))
@@ -291,11 +282,11 @@ def measure_particles(
             growth = (norm / np.maximum(window_norm, np.finfo(float).tiny)) ** (1.0 / (steps - window_start))
             time = steps * step_size
             if confined:
-                error = np.full(batch, np.nan)
+                error = np.full(runs, np.nan)
             else:
                 reference = continuous_solution(boundary, grid, initial, coefficient, time)
                 error = np.sqrt(((histogram - reference) ** 2).mean(axis=spatial)) / initial_range
-            mass_error = np.abs(histogram.sum(axis=spatial) - mass) / mass if conserving else np.full(batch, np.nan)
+            mass_error = np.abs(histogram.sum(axis=spatial) - mass) / mass if conserving else np.full(runs, np.nan)
 
             # noise moves each norm by at most about norm_floor (triangle inequality), so an
             # increase counts only beyond what noise at both ends can make

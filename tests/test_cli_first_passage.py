@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import diffsweep, fresh_python
 
-from pipeline.numerics import Grid, first_passage, initial_condition
+from pipeline.numerics import Batch, Grid, first_passage, initial_condition
 
 SWEEP = """\
 name: first-passage
@@ -69,10 +69,11 @@ def test_run_stores_first_passages_that_plain_xarray_reads(tmp_path: Path) -> No
     # the library's first passages for the same runs (cfl is r; dt = r dx^2 / D)
     grid = Grid(1, 16, 1.0)
     coefficient, cfl = np.meshgrid([0.5, 2.0], [0.2, 0.45, 0.52, 0.6], indexing="ij")
-    expected = first_passage(
+    runs = Batch(
         "ftcs", "neumann", grid, initial_condition("step", grid), coefficient.ravel(),
-        (cfl * grid.dx**2 / coefficient).ravel(), 2000, tolerance=1e-3, divergence=1e3,
+        (cfl * grid.dx**2 / coefficient).ravel(),
     )
+    expected = first_passage(runs, 2000, tolerance=1e-3, divergence=1e3)
     assert np.ravel(info["steps_to_equilibrium"]["values"]).tolist() == expected.steps_to_equilibrium.tolist()
     assert np.ravel(info["steps_to_divergence"]["values"]).tolist() == expected.steps_to_divergence.tolist()
     divergence = np.array(info["steps_to_divergence"]["values"])

@@ -21,7 +21,7 @@ from pipeline.diagnostics import (
     measure_trajectory,
     passage_attributes,
 )
-from pipeline.numerics import BOUNDARIES, SCHEMES, Grid, initial_condition, stability_bound
+from pipeline.numerics import BOUNDARIES, SCHEMES, Batch, Grid, initial_condition, stability_bound
 
 CELLS = {1: 32, 2: 12, 3: 8}
 
@@ -31,7 +31,7 @@ def classify(scheme, boundary, grid, initial, r, checkpoints, **kwargs):
     coefficient = np.ones_like(r)
     step_size = r * grid.dx**2
     return measure_trajectory(
-        scheme, boundary, grid, initial, coefficient, step_size, checkpoints,
+        Batch(scheme, boundary, grid, initial, coefficient, step_size), checkpoints,
         tolerance=kwargs.pop("tolerance", 1e-3), divergence=kwargs.pop("divergence", 1e3), **kwargs,
     )
 

@@ -17,6 +17,7 @@ LAYERS = {
     "pipeline": 0,
     "pipeline.errors": 0,
     "pipeline.numerics": 1,
+    "pipeline.numerics.batch": 1,
     "pipeline.diagnostics": 2,
     "pipeline.particle_diagnostics": 2,
     "pipeline.sweep": 3,

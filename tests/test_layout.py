@@ -17,7 +17,7 @@ from pipeline.compute import compute_block
 from pipeline.diagnostics import MEASURES
 from pipeline.executors import InProcessExecutor
 from pipeline.layout import VariableLayout
-from pipeline.numerics import Grid, discrete_solution, initial_condition
+from pipeline.numerics import Batch, Grid, discrete_solution, initial_condition
 from pipeline.planning import plan as make_plan
 from pipeline.sweep import parse_sweep
 
@@ -138,8 +138,11 @@ def test_stored_fields_with_a_swept_length_have_no_cell_centre_coordinate(tmp_pa
         grid = Grid(dims=1, cells=8, length=length)
         run = ds.sel(length=length).isel(coefficient=1, cfl=1)
         exact = discrete_solution(
-            "backward-euler", "neumann", grid, initial_condition("step", grid),
-            np.array([2.0]), np.array([float(run.step_size)]), 7,
+            Batch(
+                "backward-euler", "neumann", grid, initial_condition("step", grid),
+                np.array([2.0]), np.array([float(run.step_size)]),
+            ),
+            7,
         )[0]
         np.testing.assert_allclose(run.field.values, exact, atol=1e-12)
     fixed = make_plan(parse_sweep(LENGTHS.replace("  length: [1.0, 3.0]\n", "")))

@@ -22,6 +22,7 @@ from test_numerics_schemes import stencil_matrix
 from pipeline.numerics import (
     BOUNDARIES,
     SCHEMES,
+    Batch,
     FirstPassage,
     Grid,
     first_passage,
@@ -129,8 +130,8 @@ def brute_implicit(scheme, boundary, grid, u0, r, horizon, tolerance, divergence
 def passages(scheme, boundary, grid, initial, r, checkpoints, tolerance=1e-3, divergence=1e3):
     passage = FirstPassage(tolerance=tolerance, divergence=divergence)
     coefficient = np.ones_like(r)
-    for _ in integrate(scheme, boundary, grid, initial, coefficient, r * grid.dx**2, checkpoints,
-                       first_passage=passage):
+    batch = Batch(scheme, boundary, grid, initial, coefficient, r * grid.dx**2)
+    for _ in integrate(batch, checkpoints, first_passage=passage):
         pass
     return passage
 
@@ -228,11 +229,9 @@ def test_watching_does_not_change_the_trajectory():
     grid = Grid(2, 7, 1.0)
     initial = initial_condition("random", grid, seed=5)
     r = ftcs_rates("neumann", grid)
-    plain = [s.copy() for _, s in integrate("ftcs", "neumann", grid, initial, np.ones_like(r),
-                                            r * grid.dx**2, [10, 200])]
-    watched = [s.copy() for _, s in integrate("ftcs", "neumann", grid, initial, np.ones_like(r),
-                                              r * grid.dx**2, [10, 200],
-                                              first_passage=FirstPassage(1e-3, 1e3))]
+    batch = Batch("ftcs", "neumann", grid, initial, np.ones_like(r), r * grid.dx**2)
+    plain = [s.copy() for _, s in integrate(batch, [10, 200])]
+    watched = [s.copy() for _, s in integrate(batch, [10, 200], first_passage=FirstPassage(1e-3, 1e3))]
     for a, b in zip(plain, watched, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -241,7 +240,7 @@ def test_the_sentinel_is_the_horizon_plus_one():
     grid = Grid(1, 16, 1.0)
     initial = initial_condition("step", grid)
     r = np.array([1e-4, 0.45, 1.0])  # too slow to settle, settles, diverges
-    result = first_passage("ftcs", "neumann", grid, initial, r, r * 0 + grid.dx**2, 700,
+    result = first_passage(Batch("ftcs", "neumann", grid, initial, r, r * 0 + grid.dx**2), 700,
                            tolerance=1e-3, divergence=1e3)
     assert result.not_reached == 701
     assert result.steps_to_equilibrium.dtype == np.int64
@@ -253,8 +252,8 @@ def test_the_sentinel_is_the_horizon_plus_one():
 def test_a_field_at_equilibrium_passes_at_step_zero():
     grid = Grid(2, 5, 1.0)
     for scheme in SCHEMES:
-        result = first_passage(scheme, "periodic", grid, np.full(grid.shape, 3.0), np.ones(2),
-                               np.full(2, 0.01), 50, tolerance=1e-3, divergence=1e3)
+        batch = Batch(scheme, "periodic", grid, np.full(grid.shape, 3.0), np.ones(2), np.full(2, 0.01))
+        result = first_passage(batch, 50, tolerance=1e-3, divergence=1e3)
         assert result.steps_to_equilibrium.tolist() == [0, 0]
         assert result.steps_to_divergence.tolist() == [51, 51]
 
@@ -330,7 +329,7 @@ def test_runs_between_the_textbook_and_the_discrete_bound_do_not_diverge(boundar
     grid = Grid(1, 8, 1.0)
     bound = stability_bound("ftcs", boundary, grid)
     r = np.array([0.5 + 0.4 * (bound - 0.5), 0.5 + 0.9 * (bound - 0.5), bound * 1.01])
-    result = first_passage("ftcs", boundary, grid, initial_condition("random", grid, seed=9), r,
-                           r * 0 + grid.dx**2, 20000, tolerance=1e-3, divergence=1e3)
+    batch = Batch("ftcs", boundary, grid, initial_condition("random", grid, seed=9), r, r * 0 + grid.dx**2)
+    result = first_passage(batch, 20000, tolerance=1e-3, divergence=1e3)
     assert result.steps_to_divergence[:2].tolist() == [20001, 20001]
     assert result.steps_to_divergence[2] <= 20000

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.numerics import BOUNDARIES, SCHEMES, Grid, integrate, stability_limit
+from pipeline.numerics import BOUNDARIES, SCHEMES, Batch, Grid, integrate, stability_limit
 
 FAST = settings(deadline=None, max_examples=25)
 
@@ -28,24 +30,24 @@ def batches(draw, schemes=SCHEMES, boundaries=BOUNDARIES, stable=True):
     step_size = r * grid.dx**2 / coefficient
     seed = draw(st.integers(0, 2**16))
     initial = np.random.default_rng(seed).random((batch, *grid.shape))
-    return scheme, boundary, grid, initial, coefficient, step_size
+    return Batch(scheme, boundary, grid, initial, coefficient, step_size)
 
 
-def final(scheme, boundary, grid, initial, coefficient, step_size, steps):
-    ((_, state),) = integrate(scheme, boundary, grid, initial, coefficient, step_size, [steps])
+def final(batch, steps):
+    ((_, state),) = integrate(batch, [steps])
     return state.copy()
 
 
 @FAST
 @given(batches(), st.integers(1, 30))
 def test_a_batch_equals_its_runs_integrated_one_by_one(case, steps):
-    scheme, boundary, grid, initial, coefficient, step_size = case
-    together = final(scheme, boundary, grid, initial, coefficient, step_size, steps)
-    for i in range(len(coefficient)):
-        alone = final(
-            scheme, boundary, grid, initial[i], coefficient[i : i + 1], step_size[i : i + 1], steps
+    together = final(case, steps)
+    for i in range(case.size):
+        run = replace(
+            case, initial=case.initial[i], coefficient=case.coefficient[i : i + 1], step_size=case.step_size[i : i + 1]
         )
-        if scheme == "ftcs":  # each run's arithmetic is independent of its batch
+        alone = final(run, steps)
+        if case.scheme == "ftcs":  # each run's arithmetic is independent of its batch
             np.testing.assert_array_equal(together[i], alone[0])
         else:
             np.testing.assert_allclose(together[i], alone[0], rtol=0, atol=1e-13)
@@ -54,18 +56,12 @@ def test_a_batch_equals_its_runs_integrated_one_by_one(case, steps):
 @FAST
 @given(batches(), st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True))
 def test_checkpoints_equal_separate_integrations(case, checkpoints):
-    scheme, boundary, grid, initial, coefficient, step_size = case
     checkpoints = sorted(checkpoints)
-    seen = [
-        (steps, state.copy())
-        for steps, state in integrate(
-            scheme, boundary, grid, initial, coefficient, step_size, checkpoints
-        )
-    ]
+    seen = [(steps, state.copy()) for steps, state in integrate(case, checkpoints)]
     assert [steps for steps, _ in seen] == checkpoints
     for steps, state in seen:
-        separate = final(scheme, boundary, grid, initial, coefficient, step_size, steps)
-        if scheme == "ftcs":
+        separate = final(case, steps)
+        if case.scheme == "ftcs":
             np.testing.assert_array_equal(state, separate)
         else:
             np.testing.assert_allclose(state, separate, rtol=0, atol=1e-13)
@@ -74,10 +70,9 @@ def test_checkpoints_equal_separate_integrations(case, checkpoints):
 @FAST
 @given(batches(boundaries=("neumann", "periodic")), st.integers(1, 200))
 def test_mass_is_conserved_by_stable_runs(case, steps):
-    scheme, boundary, grid, initial, coefficient, step_size = case
-    state = final(scheme, boundary, grid, initial, coefficient, step_size, steps)
-    axes = tuple(range(1, grid.dims + 1))
-    mass, mass0 = state.sum(axis=axes), initial.sum(axis=axes)
+    state = final(case, steps)
+    axes = tuple(range(1, case.grid.dims + 1))
+    mass, mass0 = state.sum(axis=axes), case.initial.sum(axis=axes)
     assert np.all(np.abs(mass - mass0) <= 1e-12 * np.abs(mass0))
 
 
@@ -90,10 +85,9 @@ def test_mass_is_conserved_by_stable_runs(case, steps):
     )
 )
 def test_implicit_schemes_conserve_mass_for_any_step_size(case):
-    scheme, boundary, grid, initial, coefficient, step_size = case
-    step_size = step_size * 1e4  # r up to 5e5
-    state = final(scheme, boundary, grid, initial, coefficient, step_size, 7)
-    axes = tuple(range(1, grid.dims + 1))
-    mass, mass0 = state.sum(axis=axes), initial.sum(axis=axes)
+    case = replace(case, step_size=case.step_size * 1e4)  # r up to 5e5
+    state = final(case, 7)
+    axes = tuple(range(1, case.grid.dims + 1))
+    mass, mass0 = state.sum(axis=axes), case.initial.sum(axis=axes)
     assert np.all(np.abs(mass - mass0) <= 1e-12 * np.abs(mass0))
     assert np.all(np.isfinite(state))

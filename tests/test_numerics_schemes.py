@@ -15,6 +15,7 @@ from pipeline.numerics import (
     BOUNDARIES,
     INITIALS,
     SCHEMES,
+    Batch,
     Grid,
     amplification_factor,
     continuous_solution,
@@ -104,11 +105,10 @@ def test_scheme_matches_discrete_and_dense_references(scheme, boundary, dims):
         dense_reference(scheme, boundary, grid, initial[i], r[i], CHECKPOINTS) for i in range(3)
     ]
     seen = []
-    for steps, state in integrate(
-        scheme, boundary, grid, initial, coefficient, step_size, CHECKPOINTS
-    ):
+    batch = Batch(scheme, boundary, grid, initial, coefficient, step_size)
+    for steps, state in integrate(batch, CHECKPOINTS):
         seen.append(steps)
-        exact = discrete_solution(scheme, boundary, grid, initial, coefficient, step_size, steps)
+        exact = discrete_solution(batch, steps)
         assert state.shape == (3, *grid.shape)
         assert np.abs(state - exact).max() <= 1e-10 * spread
         for i in range(3):
@@ -121,8 +121,9 @@ def test_shared_initial_broadcasts_over_batch(scheme):
     grid = Grid(2, 6, 1.0)
     initial = initial_condition("random", grid, seed=3)
     coefficient, step_size, _ = mixed_batch(scheme, grid)
-    ((_, state),) = integrate(scheme, "neumann", grid, initial, coefficient, step_size, [5])
-    exact = discrete_solution(scheme, "neumann", grid, initial, coefficient, step_size, 5)
+    batch = Batch(scheme, "neumann", grid, initial, coefficient, step_size)
+    ((_, state),) = integrate(batch, [5])
+    exact = discrete_solution(batch, 5)
     assert state.shape == (3, *grid.shape)
     np.testing.assert_allclose(state, exact, rtol=0, atol=1e-12)
 
@@ -132,7 +133,7 @@ def test_ftcs_wall_update_is_the_documented_formula():
     u0 = np.array([1.0, 0.25, 0.5, 0.0, 2.0])
     coefficient, step_size = np.array([0.3]), np.array([0.01])
     r = coefficient[0] * step_size[0] / grid.dx**2
-    ((_, state),) = integrate("ftcs", "neumann", grid, u0, coefficient, step_size, [1])
+    ((_, state),) = integrate(Batch("ftcs", "neumann", grid, u0, coefficient, step_size), [1])
     assert state[0, 0] == u0[0] + r * (u0[1] - u0[0])
     assert state[0, -1] == u0[-1] + r * (u0[-2] - u0[-1])
 
@@ -141,7 +142,7 @@ def test_ftcs_divergence_gives_non_finite_values_without_error():
     grid = Grid(1, 16, 1.0)
     initial = initial_condition("random", grid)
     r = np.array([0.4, 1.0])
-    ((_, state),) = integrate("ftcs", "dirichlet", grid, initial, r, np.full(2, grid.dx**2), [3000])
+    ((_, state),) = integrate(Batch("ftcs", "dirichlet", grid, initial, r, np.full(2, grid.dx**2)), [3000])
     assert np.isfinite(state[0]).all()
     assert not np.isfinite(state[1]).all()
 
@@ -207,7 +208,7 @@ def convergence_errors(scheme, boundary, cells_list, time, step_of):
         coefficient = np.array([1.0])
         exact = continuous_solution(boundary, grid, initial, coefficient, time)
         ((_, state),) = integrate(
-            scheme, boundary, grid, initial, coefficient, np.array([step_size]), [steps]
+            Batch(scheme, boundary, grid, initial, coefficient, np.array([step_size])), [steps]
         )
         errors.append(np.sqrt(np.mean((state - exact) ** 2)))
     return np.array(errors)
@@ -236,19 +237,12 @@ def test_crank_nicolson_is_second_order_in_time():
     time = 0.01
     # the time-exact solution on this grid: each mode decays as exp(-D λ t / dx²)
     semi = discrete_solution(
-        "ftcs", "neumann", grid, initial, np.array([1.0]), np.array([time / 2**20]), 2**20
+        Batch("ftcs", "neumann", grid, initial, np.array([1.0]), np.array([time / 2**20])), 2**20
     )
     errors = []
     for steps in (20, 40, 80):
-        ((_, state),) = integrate(
-            "crank-nicolson",
-            "neumann",
-            grid,
-            initial,
-            np.array([1.0]),
-            np.array([time / steps]),
-            [steps],
-        )
+        runs = Batch("crank-nicolson", "neumann", grid, initial, np.array([1.0]), np.array([time / steps]))
+        ((_, state),) = integrate(runs, [steps])
         errors.append(np.abs(state - semi).max())
     ratios = np.array(errors[:-1]) / np.array(errors[1:])
     assert np.all(ratios > 3.6), ratios
@@ -316,7 +310,7 @@ def test_equilibrium_steps_predicts_when_the_distance_reaches_tolerance(scheme):
     distance = [
         np.abs(state - target).max() / spread
         for _, state in integrate(
-            scheme, "neumann", grid, initial, np.array([1.0]), dt, checkpoints
+            Batch(scheme, "neumann", grid, initial, np.array([1.0]), dt), checkpoints
         )
     ]
     assert distance[0] > tolerance
@@ -374,9 +368,9 @@ def test_numerics_works_without_yaml():
     # instead of inspecting sys.modules, make `import yaml` fail and use the layer.
     code = (
         "import sys; sys.modules['yaml'] = None; "
-        "import numpy as np; from pipeline.numerics import Grid, integrate; "
+        "import numpy as np; from pipeline.numerics import Batch, Grid, integrate; "
         "grid = Grid(1, 4, 1.0); "
-        "list(integrate('ftcs', 'neumann', grid, np.ones(4), np.ones(1), np.full(1, 1e-3), [1]))"
+        "list(integrate(Batch('ftcs', 'neumann', grid, np.ones(4), np.ones(1), np.full(1, 1e-3)), [1]))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.numerics import Grid, discrete_solution, initial_condition, philox
+from pipeline.numerics import Batch, Grid, discrete_solution, initial_condition, philox
 from pipeline.numerics.particles import (
     drift_unstable,
     jump_probability,
@@ -205,7 +205,7 @@ def test_stationary_variance_is_the_fixed_point_of_the_variance_recursion() -> N
 def snapshots(scheme: str, boundary: str, grid: Grid, coefficient, step_size, keys, checkpoints, **kw):
     run = random_walk if scheme == "random-walk" else langevin
     initial = initial_condition("gaussian", grid)
-    return list(run(boundary, grid, initial, coefficient, step_size, checkpoints, keys=keys, **kw))
+    return list(run(Batch(scheme, boundary, grid, initial, coefficient, step_size), checkpoints, keys=keys, **kw))
 
 
 @pytest.mark.parametrize("scheme", ["random-walk", "langevin"])
@@ -275,7 +275,8 @@ def walk_counts(boundary: str, grid: Grid, probability: float, steps: list[int],
     step_size = np.full(runs, probability * grid.dx**2)
     out = []
     mass = u0.sum() / particles
-    for _, snapshot in random_walk(boundary, grid, u0, np.ones(runs), step_size, steps, particles=particles, keys=keys_for(runs)):
+    batch = Batch("random-walk", boundary, grid, u0, np.ones(runs), step_size)
+    for _, snapshot in random_walk(batch, steps, particles=particles, keys=keys_for(runs)):
         counts = np.rint(snapshot.concentration / mass).astype(np.int64)
         np.testing.assert_array_equal(counts.reshape(runs, -1).sum(axis=1), snapshot.survivors)
         out.append((counts.sum(axis=0), runs * particles - int(snapshot.survivors.sum())))
@@ -286,7 +287,7 @@ def ftcs_probabilities(boundary: str, grid: Grid, u0: np.ndarray, probability: f
     """The walk's exact cell probabilities: FTCS of ``u0 / sum(u0)`` with the walk's own ``r``,
     ``floor(p 2**32) / 2**32`` (the jump probability its 32-bit comparisons realise)."""
     r = np.floor(probability * 2.0**32) / 2.0**32
-    field = discrete_solution("ftcs", boundary, grid, u0, np.array([r]), np.array([grid.dx**2]), steps)[0]
+    field = discrete_solution(Batch("ftcs", boundary, grid, u0, np.array([r]), np.array([grid.dx**2])), steps)[0]
     return field / u0.sum()
 
 
@@ -346,7 +347,8 @@ def test_mass_is_exact_with_reflecting_and_periodic_walls(scheme: str, boundary:
     runs = 3
     step_size = np.full(runs, 0.2 * grid.dx**2)
     run = random_walk if scheme == "random-walk" else langevin
-    for _, snapshot in run(boundary, grid, u0, np.ones(runs), step_size, [7, 50], particles=777, keys=keys_for(runs)):
+    batch = Batch(scheme, boundary, grid, u0, np.ones(runs), step_size)
+    for _, snapshot in run(batch, [7, 50], particles=777, keys=keys_for(runs)):
         np.testing.assert_array_equal(snapshot.survivors, 777)
         mass = snapshot.concentration.reshape(runs, -1).sum(axis=1)
         np.testing.assert_allclose(mass, u0.sum(), rtol=1e-13)
@@ -364,7 +366,8 @@ def test_walk_variance_grows_as_two_d_t_per_axis(dims: int) -> None:
     initial = (weights * centres**2).sum() - (weights * centres).sum() ** 2
     step_size = np.full(runs, probability * grid.dx**2)
     r = np.floor(probability * 2.0**32) / 2.0**32
-    for steps, snapshot in random_walk("periodic", grid, u0, np.ones(runs), step_size, [20, 200], particles=particles, keys=keys_for(runs)):
+    batch = Batch("random-walk", "periodic", grid, u0, np.ones(runs), step_size)
+    for steps, snapshot in random_walk(batch, [20, 200], particles=particles, keys=keys_for(runs)):
         expected = initial + 2 * r * grid.dx**2 * steps
         measured = snapshot.variance  # (runs, dims)
         standard_error = measured.std(axis=0, ddof=1) / np.sqrt(runs)
@@ -420,7 +423,8 @@ def test_free_langevin_histogram_is_reflected_brownian_motion(dims: int, boundar
     step_size = np.full(runs, cfl * grid.dx**2 / coefficient)
     checkpoints = [1, 6, 40]
     mass = u0.sum() / particles
-    for steps, snapshot in langevin(boundary, grid, u0, np.full(runs, coefficient), step_size, checkpoints, particles=particles, keys=keys_for(runs)):
+    batch = Batch("langevin", boundary, grid, u0, np.full(runs, coefficient), step_size)
+    for steps, snapshot in langevin(batch, checkpoints, particles=particles, keys=keys_for(runs)):
         counts = np.rint(snapshot.concentration / mass).astype(np.int64).sum(axis=0)
         spread = np.sqrt(2 * coefficient * step_size[0] * steps) / grid.dx
         kernel = reflected_transition(grid.cells, spread, boundary)
@@ -448,7 +452,8 @@ def test_free_langevin_variance_grows_as_two_d_t(dims: int) -> None:
     initial = (weights * (centres**2 + grid.dx**2 / 12)).sum() - (weights * centres).sum() ** 2
     runs, particles, coefficient = 24, 4000, 0.01
     step_size = np.full(runs, 0.02)
-    for steps, snapshot in langevin("periodic", grid, u0, np.full(runs, coefficient), step_size, [5, 100], particles=particles, keys=keys_for(runs)):
+    batch = Batch("langevin", "periodic", grid, u0, np.full(runs, coefficient), step_size)
+    for steps, snapshot in langevin(batch, [5, 100], particles=particles, keys=keys_for(runs)):
         expected = initial + 2 * coefficient * step_size[0] * steps
         standard_error = snapshot.variance.std(axis=0, ddof=1) / np.sqrt(runs)
         assert np.all(np.abs(snapshot.variance.mean(axis=0) - expected) < Z_BOUND * standard_error)
@@ -469,7 +474,7 @@ def test_stationary_variance_is_the_biased_euler_maruyama_value(drift: float, bo
     steps = 400  # (1 - k dt)**(2 n) <= 0.9**800: the initial spread is forgotten
     u0 = initial_condition("gaussian", grid)
     (_, snapshot), = langevin(
-        boundary, grid, u0, np.full(runs, coefficient), np.full(runs, step_size), [steps],
+        Batch("langevin", boundary, grid, u0, np.full(runs, coefficient), np.full(runs, step_size)), [steps],
         particles=particles, keys=keys_for(runs), confinement=confinement,
     )
     assert not snapshot.divergent.any()
@@ -498,7 +503,7 @@ def test_langevin_diverges_for_k_dt_above_two_and_not_below() -> None:
     checkpoints = [10, 30]
     measured = {}
     for steps, snapshot in langevin(
-        "neumann", grid, u0, np.full(runs, coefficient), step_size, checkpoints,
+        Batch("langevin", "neumann", grid, u0, np.full(runs, coefficient), step_size), checkpoints,
         particles=2000, keys=keys_for(runs), confinement=confinement,
     ):
         np.testing.assert_array_equal(snapshot.divergent, step_size * confinement >= 2)
@@ -547,7 +552,7 @@ def test_particle_status_at_n_does_not_depend_on_the_other_checkpoints(scheme: s
     initial = initial_condition("step", grid)
     asked = [[n], [n // 10, n], [1, n // 2, n]]
     results = [
-        measure_particles(scheme, "neumann", grid, initial, coefficient, step_size, steps, **options)
+        measure_particles(Batch(scheme, "neumann", grid, initial, coefficient, step_size), steps, **options)
         for steps in asked
     ]
     reference = results[0]

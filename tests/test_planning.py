@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline import planning
 from pipeline.compute import compute_block
-from pipeline.numerics import Grid, discrete_solution, initial_condition
+from pipeline.numerics import Batch, Grid, discrete_solution, initial_condition
 from pipeline.sweep import DEFAULT_MEMORY_LIMIT, parse_sweep
 
 
@@ -71,7 +71,7 @@ def test_block_fields_are_the_exact_discrete_solution_of_their_own_runs() -> Non
         run = dataset.isel(coefficient=i, step_size=j)
         coefficient, step_size = float(run.coefficient), float(run.step_size)
         exact = discrete_solution(
-            "ftcs", "neumann", grid, u0, np.array([coefficient]), np.array([step_size]), 1000
+            Batch("ftcs", "neumann", grid, u0, np.array([coefficient]), np.array([step_size])), 1000
         )[0]
         if np.isfinite(exact).all() and np.abs(exact).max() < 1e6:
             np.testing.assert_allclose(run.field.values, exact, atol=1e-10)

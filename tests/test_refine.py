@@ -286,12 +286,12 @@ def dense_steps_to_equilibrium(scheme: str, cfl: np.ndarray, steps: int) -> np.n
     """Exact first steps at equilibrium on a dense grid of CFL numbers (never: a huge number),
     from the first-passage measurement itself, for runs at equilibrium at ``steps``."""
     from pipeline.diagnostics import EQUILIBRIUM, measure_trajectory
-    from pipeline.numerics import Grid, initial_condition
+    from pipeline.numerics import Batch, Grid, initial_condition
 
     grid = Grid(1, 16, 1.0)
     measured = measure_trajectory(
-        scheme, "neumann", grid, initial_condition("step", grid), np.ones(cfl.size), cfl * grid.dx**2, [steps],
-        tolerance=1e-3, divergence=1e3,
+        Batch(scheme, "neumann", grid, initial_condition("step", grid), np.ones(cfl.size), cfl * grid.dx**2),
+        [steps], tolerance=1e-3, divergence=1e3,
     )
     settled = (measured["status"][:, 0] == EQUILIBRIUM) & (measured["steps_to_equilibrium"] <= steps)
     return np.where(settled, measured["steps_to_equilibrium"], 10**12)

@@ -1,12 +1,14 @@
 """Numerics of diffsweep: grids, initial conditions, schemes and exact solutions.
 
 Pure numpy/numba/scipy; knows nothing of dask, xarray, zarr or YAML.  Every function
-works on a *batch* of runs at once, batch axis first; each run has its own diffusion
-coefficient ``D`` and step size ``dt`` (``r = D dt / dx**2``).
+works on a *batch* of runs at once (:class:`Batch`: a scheme, boundary, grid and initial
+state shared by the runs), batch axis first; each run has its own diffusion coefficient
+``D`` and step size ``dt`` (``r = D dt / dx**2``).
 """
 
 from __future__ import annotations
 
+from .batch import Batch
 from .exact import (
     continuous_solution,
     discrete_solution,
@@ -26,6 +28,7 @@ __all__ = [
     "BOUNDARIES",
     "INITIALS",
     "SCHEMES",
+    "Batch",
     "FirstPassage",
     "Grid",
     "amplification_factor",

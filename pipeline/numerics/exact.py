@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from . import spectral
+from .batch import Batch, batch_state
 from .grid import Grid
-from .integrate import batch_state, cfl_numbers
 
 
 def _per_run(values: np.ndarray, grid: Grid) -> np.ndarray:
@@ -20,28 +20,16 @@ def _per_run(values: np.ndarray, grid: Grid) -> np.ndarray:
     return np.asarray(values, dtype=float).reshape((-1,) + (1,) * grid.dims)
 
 
-def discrete_solution(
-    scheme: str,
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
-    steps: int,
-) -> np.ndarray:
-    """The exact state after ``steps`` steps of ``scheme``, computed in the eigenbasis.
+def discrete_solution(batch: Batch, steps: int) -> np.ndarray:
+    """The exact state after ``steps`` steps of the batch's scheme, computed in the eigenbasis.
 
     Each mode of the initial state is multiplied by ``g ** steps`` with ``g`` the
     scheme's amplification factor (:func:`amplification_factor`; FTCS ``1 - r λ``).
 
     Parameters
     ----------
-    scheme, boundary, grid
-        As for :func:`integrate`.
-    initial
-        ``grid.shape`` or ``(batch, *grid.shape)``.
-    coefficient, step_size
-        ``(batch,)`` each.
+    batch
+        The runs (:class:`Batch`), of a grid scheme.
     steps
         Number of steps, >= 0.
 
@@ -50,14 +38,13 @@ def discrete_solution(
     numpy.ndarray
         ``(batch, *grid.shape)`` float64; unstable runs may hold inf/nan.
     """
-    r = cfl_numbers(grid, coefficient, step_size)
-    state = batch_state(grid, initial, r.shape[0])
+    grid = batch.grid
     factor = spectral.amplification_factor(
-        scheme, _per_run(r, grid), spectral.spectral_eigenvalues(boundary, grid)
+        batch.scheme, _per_run(batch.cfl, grid), spectral.spectral_eigenvalues(batch.boundary, grid)
     )
     with np.errstate(over="ignore", invalid="ignore"):
-        coefficients = spectral.forward(boundary, grid, state) * factor**steps
-        return spectral.inverse(boundary, grid, coefficients)
+        coefficients = spectral.forward(batch.boundary, grid, batch.states()) * factor**steps
+        return spectral.inverse(batch.boundary, grid, coefficients)
 
 
 def continuous_solution(
@@ -84,7 +71,7 @@ def continuous_solution(
     Parameters
     ----------
     boundary, grid
-        As for :func:`integrate`.
+        As for :class:`Batch`.
     initial
         ``grid.shape`` or ``(batch, *grid.shape)``.
     coefficient
@@ -139,7 +126,7 @@ def stability_bound(scheme: str, boundary: str, grid: Grid) -> float | None:
     Parameters
     ----------
     scheme, boundary, grid
-        As for :func:`integrate`.
+        As for :class:`Batch`.
 
     Returns
     -------
@@ -182,7 +169,7 @@ def slowest_mode(
     Parameters
     ----------
     boundary, grid
-        As for :func:`integrate`.
+        As for :class:`Batch`.
     initial
         ``grid.shape``, or ``(batch, *grid.shape)``.
 
@@ -227,7 +214,7 @@ def equilibrium_steps(
     Parameters
     ----------
     scheme, boundary, grid
-        As for :func:`integrate`.
+        As for :class:`Batch`.
     initial
         ``grid.shape``.
     r

@@ -7,34 +7,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from . import ftcs, passage
-from .grid import Grid
-
-
-def batch_state(grid: Grid, initial: np.ndarray, batch: int) -> np.ndarray:
-    """A fresh C-contiguous float64 ``(batch, *grid.shape)`` copy of ``initial``.
-
-    ``initial`` is ``grid.shape`` (shared by every run) or ``(batch, *grid.shape)``.
-    """
-    initial = np.asarray(initial, dtype=float)
-    assert initial.shape in (grid.shape, (batch, *grid.shape)), (initial.shape, batch)
-    return np.array(np.broadcast_to(initial, (batch, *grid.shape)), dtype=float, order="C")
-
-
-def cfl_numbers(grid: Grid, coefficient: np.ndarray, step_size: np.ndarray) -> np.ndarray:
-    """``r = D dt / dx**2`` of each run, ``(batch,)`` float64."""
-    coefficient = np.asarray(coefficient, dtype=float)
-    step_size = np.asarray(step_size, dtype=float)
-    assert coefficient.ndim == 1 and coefficient.shape == step_size.shape
-    return np.ascontiguousarray(coefficient * step_size / grid.dx**2)
+from .batch import Batch
 
 
 def integrate(
-    scheme: str,
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
+    batch: Batch,
     checkpoints: Sequence[int],
     *,
     first_passage: passage.FirstPassage | None = None,
@@ -45,16 +22,9 @@ def integrate(
 
     Parameters
     ----------
-    scheme
-        ``"ftcs"``, ``"backward-euler"`` or ``"crank-nicolson"``.
-    boundary
-        ``"neumann"``, ``"periodic"`` or ``"dirichlet"``.
-    grid
-        The grid shared by the batch.
-    initial
-        ``grid.shape`` (shared by every run) or ``(batch, *grid.shape)``.
-    coefficient, step_size
-        ``(batch,)``: diffusion coefficient ``D`` and time step ``dt`` of each run.
+    batch
+        The runs (:class:`Batch`); its scheme is ``"ftcs"``, ``"backward-euler"`` or
+        ``"crank-nicolson"``.
     checkpoints
         Strictly increasing step counts, each >= 1.
     first_passage
@@ -78,18 +48,18 @@ def integrate(
     by ``g ** n`` and the coefficients are transformed back.  Either way the state at
     ``n`` does not depend on the other checkpoints, bit for bit.
     """
-    r = cfl_numbers(grid, coefficient, step_size)
-    state = batch_state(grid, initial, r.shape[0])
+    r = batch.cfl
+    state = batch.states()
     horizon = max(checkpoints, default=0)
     reached = 0
-    if scheme == "ftcs":
+    if batch.scheme == "ftcs":
         watch = None
         if first_passage is not None:
-            watch = passage.FtcsWatch(grid, boundary, r, state, first_passage, checkpoints)
+            watch = passage.FtcsWatch(batch.grid, batch.boundary, r, state, first_passage, checkpoints)
         for steps in checkpoints:
             assert steps > reached, checkpoints
             if watch is None:
-                ftcs.advance(state, r, steps - reached, boundary)
+                ftcs.advance(state, r, steps - reached, batch.boundary)
             else:
                 watch.advance(state, reached, steps)
             reached = steps
@@ -97,7 +67,7 @@ def integrate(
         if watch is not None:
             watch.finish()
         return
-    runs = passage.SpectralRuns(scheme, boundary, grid, state, r)
+    runs = passage.SpectralRuns(batch.scheme, batch.boundary, batch.grid, state, r)
     for steps in checkpoints:
         assert steps > reached, checkpoints
         reached = steps

@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange, uint64
 
+from .batch import Batch
 from .grid import Grid
 from .philox import (
     NOISE,
@@ -523,16 +524,16 @@ def _histogram(positions, alive, active, cells, dx, periodic, continuous, mass):
 # -- drivers ---------------------------------------------------------------------------------
 
 
-def _check(
-    grid: Grid, initial: np.ndarray, batch: int, keys: np.ndarray, particles: int
-) -> tuple[np.ndarray, np.ndarray]:
-    initial = np.asarray(initial, dtype=float)
-    assert initial.shape == grid.shape, (initial.shape, grid.shape)
+def _check(batch: Batch, scheme: str, keys: np.ndarray, particles: int) -> np.ndarray:
+    """The runs' keys as contiguous ``uint64``, once the batch is checked fit for ``scheme``."""
+    assert batch.scheme == scheme, (batch.scheme, scheme)
+    initial = batch.initial
+    assert initial.shape == batch.grid.shape, (initial.shape, batch.grid.shape)
     assert np.all(initial >= 0) and initial.sum() > 0, "u0 must be a density (>= 0, not all 0)"
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
-    assert keys.shape == (batch,), (keys.shape, batch)
+    assert keys.shape == (batch.size,), (keys.shape, batch.size)
     assert 0 < particles < 2**32, particles
-    return initial, keys
+    return keys
 
 
 def _checkpoints(checkpoints: Sequence[int]) -> list[int]:
@@ -542,30 +543,18 @@ def _checkpoints(checkpoints: Sequence[int]) -> list[int]:
 
 
 def random_walk(
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
-    checkpoints: Sequence[int],
-    *,
-    particles: int,
-    keys: np.ndarray,
+    batch: Batch, checkpoints: Sequence[int], *, particles: int, keys: np.ndarray
 ) -> Iterator[tuple[int, Snapshot]]:
     """Run the lattice random walk for a batch of runs and yield each checkpoint.
 
     Parameters
     ----------
-    boundary
-        ``"neumann"`` (jumps through a wall refused), ``"periodic"`` or ``"dirichlet"``
-        (absorbing).
-    grid
-        The grid shared by the batch.
-    initial
-        ``grid.shape``, non-negative: the density the particles are drawn from, shared
-        by every run.
-    coefficient, step_size
-        ``(batch,)``: ``D`` and ``dt`` of each run; ``p = D dt / dx**2``.
+    batch
+        The runs (:class:`~pipeline.numerics.Batch`); its scheme must be
+        ``"random-walk"`` and its initial field ``grid.shape``, non-negative (the
+        density the particles are drawn from).  Boundaries: ``"neumann"`` (jumps
+        through a wall refused), ``"periodic"`` or ``"dirichlet"`` (absorbing).  Each
+        run jumps with probability ``p = D dt / dx**2`` (:attr:`Batch.cfl`).
     checkpoints
         Strictly increasing step counts, each >= 1.
     particles
@@ -580,18 +569,17 @@ def random_walk(
     snapshot : Snapshot
         Fresh arrays (safe to keep).
     """
-    coefficient = np.asarray(coefficient, dtype=float)
-    batch = coefficient.shape[0]
-    initial, keys = _check(grid, initial, batch, keys, particles)
+    keys = _check(batch, "random-walk", keys, particles)
+    grid, boundary, initial, runs = batch.grid, batch.boundary, batch.initial, batch.size
     checkpoints = _checkpoints(checkpoints)
     assert checkpoints[-1] < 2**31, "unwrapped int32 cell indices"
-    probability = jump_probability(grid, coefficient, step_size)
+    probability = jump_probability(grid, batch.coefficient, batch.step_size)
     valid = walk_valid(grid.dims, probability)
     # floor(p 2**32), at most 2**32 / (2 d): the 2 d thresholds fit in 64 bits, never clipped
     thresholds = np.where(valid, np.floor(np.where(valid, probability, 0.0) * _TWO_TO_32), 0)
     thresholds = np.ascontiguousarray(thresholds.astype(np.uint64))
-    positions = np.empty((batch, grid.dims, particles), dtype=np.int32)
-    alive = np.empty((batch, particles), dtype=np.bool_)
+    positions = np.empty((runs, grid.dims, particles), dtype=np.int32)
+    alive = np.empty((runs, particles), dtype=np.bool_)
     _place(positions, alive, _cumulative(initial.ravel()), grid.cells, keys, False)
     kernel = _walk_kernel(grid.dims, BOUNDARY_CODES[boundary])
     mass = float(initial.sum()) / particles
@@ -603,21 +591,17 @@ def random_walk(
             positions, alive, valid, grid.cells, grid.dx, boundary == "periodic", False, mass
         )
         yield steps, Snapshot(
-            concentration=concentration.reshape((batch, *grid.shape)),
+            concentration=concentration.reshape((runs, *grid.shape)),
             survivors=survivors,
             mean=mean,
             variance=variance,
             invalid=~valid,
-            divergent=np.zeros(batch, dtype=bool),
+            divergent=np.zeros(runs, dtype=bool),
         )
 
 
 def langevin(
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
+    batch: Batch,
     checkpoints: Sequence[int],
     *,
     particles: int,
@@ -628,9 +612,11 @@ def langevin(
 
     Parameters
     ----------
-    boundary
-        ``"neumann"`` (reflecting), ``"periodic"`` or ``"dirichlet"`` (absorbing).
-    grid, initial, coefficient, step_size, checkpoints, particles, keys
+    batch
+        The runs (:class:`~pipeline.numerics.Batch`); its scheme must be ``"langevin"``
+        and its initial field as for :func:`random_walk`.  Boundaries: ``"neumann"``
+        (reflecting), ``"periodic"`` or ``"dirichlet"`` (absorbing).
+    checkpoints, particles, keys
         As for :func:`random_walk`.
     confinement
         ``k >= 0`` of the harmonic potential ``k/2 |x - x0|**2`` centred in the box, a
@@ -643,22 +629,21 @@ def langevin(
     snapshot : Snapshot
         Fresh arrays; ``divergent`` marks unstable drift or non-finite positions.
     """
-    coefficient = np.asarray(coefficient, dtype=float)
-    batch = coefficient.shape[0]
-    step_size = np.broadcast_to(np.asarray(step_size, dtype=float), (batch,))
-    confinement = np.broadcast_to(np.asarray(confinement, dtype=float), (batch,))
+    keys = _check(batch, "langevin", keys, particles)
+    grid, boundary, initial, runs = batch.grid, batch.boundary, batch.initial, batch.size
+    coefficient, step_size = batch.coefficient, batch.step_size
+    confinement = np.broadcast_to(np.asarray(confinement, dtype=float), (runs,))
     assert np.all(confinement >= 0), confinement
-    initial, keys = _check(grid, initial, batch, keys, particles)
     # positions are kept in cell units (x / dx): the box is [0, cells], the centre cells / 2
     drift = np.ascontiguousarray(confinement * step_size)
     noise = np.ascontiguousarray(np.sqrt(2.0 * coefficient * step_size) / grid.dx)
     unstable = drift_unstable(confinement, step_size)
-    positions = np.empty((batch, grid.dims, particles), dtype=np.float64)
-    alive = np.empty((batch, particles), dtype=np.bool_)
+    positions = np.empty((runs, grid.dims, particles), dtype=np.float64)
+    alive = np.empty((runs, particles), dtype=np.bool_)
     _place(positions, alive, _cumulative(initial.ravel()), grid.cells, keys, True)
     kernel = _langevin_kernel(grid.dims, BOUNDARY_CODES[boundary])
     mass = float(initial.sum()) / particles
-    active = np.ones(batch, dtype=bool)
+    active = np.ones(runs, dtype=bool)
     reached = 0
     for steps in _checkpoints(checkpoints):
         kernel(positions, alive, drift, noise, keys, reached, steps, float(grid.cells))
@@ -667,10 +652,10 @@ def langevin(
             positions, alive, active, grid.cells, grid.dx, boundary == "periodic", True, mass
         )
         yield steps, Snapshot(
-            concentration=concentration.reshape((batch, *grid.shape)),
+            concentration=concentration.reshape((runs, *grid.shape)),
             survivors=survivors,
             mean=mean,
             variance=variance,
-            invalid=np.zeros(batch, dtype=bool),
+            invalid=np.zeros(runs, dtype=bool),
             divergent=unstable | ~finite,
         )

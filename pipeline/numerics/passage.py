@@ -83,6 +83,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import ftcs, spectral
+from .batch import Batch
 from .grid import Grid
 
 #: per-step growth factor of ‖u - u_eq‖₂ above 1 that counts as growing
@@ -154,7 +155,7 @@ def reference_scales(
     Parameters
     ----------
     boundary, grid
-        As for :func:`pipeline.numerics.integrate`.
+        As for :class:`pipeline.numerics.Batch`.
     initial
         ``(batch, *grid.shape)``.
 
@@ -621,7 +622,7 @@ class FtcsWatch:
     Parameters
     ----------
     grid, boundary
-        As for :func:`pipeline.numerics.integrate`.
+        As for :class:`pipeline.numerics.Batch`.
     r
         ``(batch,)`` ``D dt / dx**2``.
     initial
@@ -702,7 +703,7 @@ class SpectralRuns:
     Parameters
     ----------
     scheme, boundary, grid
-        As for :func:`pipeline.numerics.integrate` (``scheme`` implicit).
+        As for :class:`pipeline.numerics.Batch` (``scheme`` implicit).
     initial
         ``(batch, *grid.shape)``.
     r
@@ -959,22 +960,20 @@ def spectral_first_passage(runs: SpectralRuns, passage: FirstPassage, horizon: i
     _store(passage, horizon, first_equilibrium, first_divergence)
 
 
-def first_passage(
-    scheme: str,
-    boundary: str,
-    grid: Grid,
-    initial: np.ndarray,
-    coefficient: np.ndarray,
-    step_size: np.ndarray,
-    horizon: int,
-    *,
-    tolerance: float,
-    divergence: float,
-) -> FirstPassage:
+def first_passage(batch: Batch, horizon: int, *, tolerance: float, divergence: float) -> FirstPassage:
     """First steps to equilibrium and to divergence of a batch, within ``horizon`` steps.
 
-    Integrates once to ``horizon``; see :func:`pipeline.numerics.integrate` for the
-    arguments and the module docstring for the definitions.
+    Integrates once to ``horizon`` (:func:`pipeline.numerics.integrate`); the module
+    docstring has the definitions.
+
+    Parameters
+    ----------
+    batch
+        The runs (:class:`~pipeline.numerics.Batch`), of a grid scheme.
+    horizon
+        The last step looked at, >= 1.
+    tolerance, divergence
+        As for :class:`FirstPassage`.
 
     Returns
     -------
@@ -985,7 +984,6 @@ def first_passage(
     from .integrate import integrate  # integrate imports this module
 
     result = FirstPassage(tolerance=tolerance, divergence=divergence)
-    for _ in integrate(scheme, boundary, grid, initial, coefficient, step_size, [horizon],
-                       first_passage=result):
+    for _ in integrate(batch, [horizon], first_passage=result):
         pass
     return result
