@@ -59,7 +59,7 @@ units (walk: integer cell indices; Langevin: ``x / dx`` in ``[0, cells]``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -542,6 +542,46 @@ def _checkpoints(checkpoints: Sequence[int]) -> list[int]:
     return steps
 
 
+def _observe(
+    batch: Batch,
+    checkpoints: Sequence[int],
+    particles: int,
+    keys: np.ndarray,
+    continuous: bool,
+    advance: Callable[[np.ndarray, np.ndarray, int, int], None],
+    active: np.ndarray,
+    invalid: np.ndarray,
+    unstable: np.ndarray,
+) -> Iterator[tuple[int, Snapshot]]:
+    """Place the particles, ``advance(positions, alive, start, stop)`` them from checkpoint
+    to checkpoint, and yield a :class:`Snapshot` of the ``active`` runs at each.
+
+    Positions are ``int32`` cell indices (the walk) or ``float64`` cell units
+    (``continuous``, Langevin); ``invalid`` and ``unstable`` are the runs' fixed flags,
+    a snapshot's ``divergent`` is ``unstable`` or a non-finite position.
+    """
+    grid, runs, initial = batch.grid, batch.size, batch.initial
+    positions = np.empty((runs, grid.dims, particles), dtype=np.float64 if continuous else np.int32)
+    alive = np.empty((runs, particles), dtype=np.bool_)
+    _place(positions, alive, _cumulative(initial.ravel()), grid.cells, keys, continuous)
+    mass = float(initial.sum()) / particles
+    reached = 0
+    for steps in _checkpoints(checkpoints):
+        advance(positions, alive, reached, steps)
+        reached = steps
+        concentration, survivors, mean, variance, finite = _histogram(
+            positions, alive, active, grid.cells, grid.dx, batch.boundary == "periodic", continuous, mass
+        )
+        yield steps, Snapshot(
+            concentration=concentration.reshape((runs, *grid.shape)),
+            survivors=survivors,
+            mean=mean,
+            variance=variance,
+            invalid=invalid.copy(),
+            divergent=unstable | ~finite,
+        )
+
+
 def random_walk(
     batch: Batch, checkpoints: Sequence[int], *, particles: int, keys: np.ndarray
 ) -> Iterator[tuple[int, Snapshot]]:
@@ -570,7 +610,7 @@ def random_walk(
         Fresh arrays (safe to keep).
     """
     keys = _check(batch, "random-walk", keys, particles)
-    grid, boundary, initial, runs = batch.grid, batch.boundary, batch.initial, batch.size
+    grid = batch.grid
     checkpoints = _checkpoints(checkpoints)
     assert checkpoints[-1] < 2**31, "unwrapped int32 cell indices"
     probability = jump_probability(grid, batch.coefficient, batch.step_size)
@@ -578,26 +618,13 @@ def random_walk(
     # floor(p 2**32), at most 2**32 / (2 d): the 2 d thresholds fit in 64 bits, never clipped
     thresholds = np.where(valid, np.floor(np.where(valid, probability, 0.0) * _TWO_TO_32), 0)
     thresholds = np.ascontiguousarray(thresholds.astype(np.uint64))
-    positions = np.empty((runs, grid.dims, particles), dtype=np.int32)
-    alive = np.empty((runs, particles), dtype=np.bool_)
-    _place(positions, alive, _cumulative(initial.ravel()), grid.cells, keys, False)
-    kernel = _walk_kernel(grid.dims, BOUNDARY_CODES[boundary])
-    mass = float(initial.sum()) / particles
-    reached = 0
-    for steps in _checkpoints(checkpoints):
-        kernel(positions, alive, thresholds, keys, valid, reached, steps, grid.cells)
-        reached = steps
-        concentration, survivors, mean, variance, _ = _histogram(
-            positions, alive, valid, grid.cells, grid.dx, boundary == "periodic", False, mass
-        )
-        yield steps, Snapshot(
-            concentration=concentration.reshape((runs, *grid.shape)),
-            survivors=survivors,
-            mean=mean,
-            variance=variance,
-            invalid=~valid,
-            divergent=np.zeros(runs, dtype=bool),
-        )
+    kernel = _walk_kernel(grid.dims, BOUNDARY_CODES[batch.boundary])
+
+    def advance(positions: np.ndarray, alive: np.ndarray, start: int, stop: int) -> None:
+        kernel(positions, alive, thresholds, keys, valid, start, stop, grid.cells)
+
+    never = np.zeros(batch.size, dtype=bool)  # integer positions are finite: no walk diverges
+    yield from _observe(batch, checkpoints, particles, keys, False, advance, valid, ~valid, never)
 
 
 def langevin(
@@ -630,32 +657,17 @@ def langevin(
         Fresh arrays; ``divergent`` marks unstable drift or non-finite positions.
     """
     keys = _check(batch, "langevin", keys, particles)
-    grid, boundary, initial, runs = batch.grid, batch.boundary, batch.initial, batch.size
-    coefficient, step_size = batch.coefficient, batch.step_size
+    grid, runs, step_size = batch.grid, batch.size, batch.step_size
     confinement = np.broadcast_to(np.asarray(confinement, dtype=float), (runs,))
     assert np.all(confinement >= 0), confinement
     # positions are kept in cell units (x / dx): the box is [0, cells], the centre cells / 2
     drift = np.ascontiguousarray(confinement * step_size)
-    noise = np.ascontiguousarray(np.sqrt(2.0 * coefficient * step_size) / grid.dx)
+    noise = np.ascontiguousarray(np.sqrt(2.0 * batch.coefficient * step_size) / grid.dx)
+    kernel = _langevin_kernel(grid.dims, BOUNDARY_CODES[batch.boundary])
+
+    def advance(positions: np.ndarray, alive: np.ndarray, start: int, stop: int) -> None:
+        kernel(positions, alive, drift, noise, keys, start, stop, float(grid.cells))
+
+    every, never = np.ones(runs, dtype=bool), np.zeros(runs, dtype=bool)
     unstable = drift_unstable(confinement, step_size)
-    positions = np.empty((runs, grid.dims, particles), dtype=np.float64)
-    alive = np.empty((runs, particles), dtype=np.bool_)
-    _place(positions, alive, _cumulative(initial.ravel()), grid.cells, keys, True)
-    kernel = _langevin_kernel(grid.dims, BOUNDARY_CODES[boundary])
-    mass = float(initial.sum()) / particles
-    active = np.ones(runs, dtype=bool)
-    reached = 0
-    for steps in _checkpoints(checkpoints):
-        kernel(positions, alive, drift, noise, keys, reached, steps, float(grid.cells))
-        reached = steps
-        concentration, survivors, mean, variance, finite = _histogram(
-            positions, alive, active, grid.cells, grid.dx, boundary == "periodic", True, mass
-        )
-        yield steps, Snapshot(
-            concentration=concentration.reshape((runs, *grid.shape)),
-            survivors=survivors,
-            mean=mean,
-            variance=variance,
-            invalid=np.zeros(runs, dtype=bool),
-            divergent=unstable | ~finite,
-        )
+    yield from _observe(batch, checkpoints, particles, keys, True, advance, every, never, unstable)
