@@ -379,7 +379,7 @@ def _search_from_state(request: Request, state: dict[str, Any], search_range: Se
     best = state["cheapest_value"]
     best_steps = state["cheapest_steps_to_equilibrium"]
     best_steps = np.where(best_steps > state["horizon"], -1, best_steps)
-    return CheapestSearch(low, high, best, best_steps, search_range, iterations, runs), previous
+    return CheapestSearch(low, high, search_range, iterations, runs, best=best, best_steps=best_steps), previous
 
 
 # -- cost -------------------------------------------------------------------------------------

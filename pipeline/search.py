@@ -67,6 +67,7 @@ __all__ = [
     "STABLE_THROUGHOUT",
     "TARGETS",
     "UNSTABLE_THROUGHOUT",
+    "BracketSearch",
     "CheapestSearch",
     "EdgeSearch",
     "ProbeTask",
@@ -185,23 +186,25 @@ def rounds_to_converge(
 
 
 @dataclass
-class EdgeSearch:
-    """The edge of every column, as brackets ``[low, high]`` narrowed round by round.
+class BracketSearch:
+    """The state every search along the step axis keeps per column: a bracket, the range, counters.
 
-    ``low`` is the largest value seen on the stable side below the edge, ``high`` the
-    smallest value seen on the unstable side; NaN where that side has not been seen
-    yet.  The state is these arrays and the counters, nothing else.
+    The searches (:class:`EdgeSearch`, :class:`CheapestSearch`) say what the bracket
+    encloses and how it narrows; they share these fields, their normalisation and
+    :meth:`open`.
 
     Attributes
     ----------
     low, high
-        ``(columns,)`` float64 brackets.
+        ``(columns,)`` float64 brackets; NaN where that side is not known yet.
     search
         The search range and tolerance.
     iterations
-        Bisection rounds each column has taken (after it was bracketed).
+        ``(columns,)`` int64: rounds each column has taken once bracketed (zeros when
+        not given, or not one per column).
     runs
-        Probe runs each column has spent (extension and bisection).
+        ``(columns,)`` int64: probe runs each column has spent, extension included
+        (zeros likewise).
     """
 
     low: np.ndarray
@@ -218,6 +221,26 @@ class EdgeSearch:
         if self.runs.size != self.low.size:
             self.runs = np.zeros(self.low.size, dtype=np.int64)
         self._probe: np.ndarray | None = None
+
+    def outcome(self) -> np.ndarray:
+        """Per column: :data:`FOUND`, :data:`STABLE_THROUGHOUT`, :data:`UNSTABLE_THROUGHOUT`
+        or :data:`NOT_SEARCHED` (still open); each search says when."""
+        raise NotImplementedError
+
+    def open(self) -> np.ndarray:
+        """Columns that still need a probe."""
+        return self.outcome() == NOT_SEARCHED
+
+
+@dataclass
+class EdgeSearch(BracketSearch):
+    """The edge of every column, as brackets ``[low, high]`` narrowed round by round.
+
+    ``low`` is the largest value seen on the stable side below the edge, ``high`` the
+    smallest value seen on the unstable side; NaN where that side has not been seen
+    yet.  The state is these arrays and the counters (:class:`BracketSearch`; here
+    ``iterations`` counts bisection rounds), nothing else.
+    """
 
     @classmethod
     def from_sweep(
@@ -267,10 +290,6 @@ class EdgeSearch:
         return np.select(
             [found, stable_throughout, unstable_throughout], [FOUND, STABLE_THROUGHOUT, UNSTABLE_THROUGHOUT], NOT_SEARCHED
         ).astype(np.int8)
-
-    def open(self) -> np.ndarray:
-        """Columns that still need a probe."""
-        return self.outcome() == NOT_SEARCHED
 
     @property
     def edge(self) -> np.ndarray:
@@ -330,7 +349,7 @@ _NEVER = np.iinfo(np.int64).max
 
 
 @dataclass
-class CheapestSearch:
+class CheapestSearch(BracketSearch):
     """Per column, the value reaching equilibrium in the fewest steps: golden-section search.
 
     ``best`` is the value with the fewest steps to equilibrium seen so far
@@ -344,34 +363,21 @@ class CheapestSearch:
 
     Attributes
     ----------
-    low, high, best
-        ``(columns,)`` float64.
+    best
+        ``(columns,)`` float64 (keyword only, after the :class:`BracketSearch` fields,
+        whose ``iterations`` count golden-section rounds here).
     best_steps
-        ``(columns,)`` int64, -1 where no run of the column reached equilibrium.
-    search
-        Range and tolerance.
-    iterations, runs
-        Golden-section rounds and probe runs (extension included) of each column.
+        ``(columns,)`` int64, -1 where no run of the column reached equilibrium
+        (keyword only).
     """
 
-    low: np.ndarray
-    high: np.ndarray
-    best: np.ndarray
-    best_steps: np.ndarray
-    search: SearchRange
-    iterations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    runs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    best: np.ndarray = field(kw_only=True)
+    best_steps: np.ndarray = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        self.low = np.array(self.low, dtype=float)
-        self.high = np.array(self.high, dtype=float)
+        super().__post_init__()
         self.best = np.array(self.best, dtype=float)
         self.best_steps = np.array(self.best_steps, dtype=np.int64)
-        if self.iterations.size != self.low.size:
-            self.iterations = np.zeros(self.low.size, dtype=np.int64)
-        if self.runs.size != self.low.size:
-            self.runs = np.zeros(self.low.size, dtype=np.int64)
-        self._probe: np.ndarray | None = None
 
     @classmethod
     def from_sweep(
@@ -449,10 +455,6 @@ class CheapestSearch:
         return np.select(
             [never, at_end, closed], [STABLE_THROUGHOUT, UNSTABLE_THROUGHOUT, FOUND], NOT_SEARCHED
         ).astype(np.int8)
-
-    def open(self) -> np.ndarray:
-        """Columns that still need a probe."""
-        return self.outcome() == NOT_SEARCHED
 
     def probes(self) -> np.ndarray:
         """The next value to run in every column (NaN where closed): doubling or halving
