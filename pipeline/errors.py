@@ -75,15 +75,25 @@ class StoreDamagedError(StoreError):
     metadata or attributes that no longer match its definition)."""
 
 
-class ArgumentNaming:
+class ArgumentNaming(Exception):
     """Mixin: the message names the caller's arguments as ```name```.
 
     A library error speaks of the arguments of the function that refused them
     (```scheduler_file```); a caller that exposes them under other names (the command
-    line: ``--scheduler-file``) shows :meth:`naming` instead of ``str(error)``.
+    line: ``--scheduler-file``) shows :meth:`naming` instead of ``str(error)``.  Put
+    it first among the bases, so that its constructor takes ``arguments``.
+
+    Parameters
+    ----------
+    message
+        What happened; arguments are named in backticks (```jobs```).
+    arguments
+        The argument names the message mentions, for :meth:`naming`.
     """
 
-    arguments: tuple[str, ...]
+    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.arguments = arguments
 
     def naming(self, rename: Callable[[str], str]) -> str:
         """The message with each argument ```name``` replaced by ``rename(name)``."""
@@ -96,33 +106,15 @@ class ArgumentNaming:
 class ClusterConfigError(ArgumentNaming, DiffsweepError, ValueError):
     """Cluster arguments contradict each other, or a cluster cannot be configured.
 
-    Parameters
-    ----------
-    message
-        What is wrong; arguments are named in backticks (```jobs```).
-    arguments
-        The argument names the message mentions, for :meth:`naming`.
+    Constructed as :class:`ArgumentNaming`; the message says what is wrong.
     """
-
-    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.arguments = arguments
 
 
 class ClusterError(ArgumentNaming, DiffsweepError, ConnectionError):
     """A dask scheduler cannot be reached, is not one, or has no workers.
 
-    Parameters
-    ----------
-    message
-        What happened, naming the address; arguments are named in backticks.
-    arguments
-        The argument names the message mentions, for :meth:`naming`.
+    Constructed as :class:`ArgumentNaming`; the message names the address.
     """
-
-    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.arguments = arguments
 
 
 class ComputationError(Exception):
@@ -133,19 +125,9 @@ class ClusterLostError(ArgumentNaming, ComputationError, ConnectionError):
     """The cluster went away while blocks were computing (exit status 1).
 
     Blocks already written are recorded in the store; the rest can be computed later
-    (``diffsweep run ... --resume``).
-
-    Parameters
-    ----------
-    message
-        What was lost, naming the scheduler; arguments are named in backticks.
-    arguments
-        The argument names the message mentions, for :meth:`naming`.
+    (``diffsweep run ... --resume``).  Constructed as :class:`ArgumentNaming`; the
+    message says what was lost, naming the scheduler.
     """
-
-    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.arguments = arguments
 
 
 class SchedulerLostError(ClusterLostError):

@@ -112,8 +112,7 @@ class AxisError(ArgumentNaming, MapError, ValueError):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.arguments = tuple(a for a in ("x", "y", "facet") if f"`{a}`" in message)
+        super().__init__(message, arguments=tuple(a for a in ("x", "y", "facet") if f"`{a}`" in message))
 
 
 # -- opening and reading a results store ---------------------------------------------------

@@ -54,8 +54,7 @@ class OutputError(ArgumentNaming, DiffsweepError, FileExistsError):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.arguments = ("overwrite",) if "`overwrite`" in message else ()
+        super().__init__(message, arguments=("overwrite",) if "`overwrite`" in message else ())
 
 
 def _digests(path: Path) -> dict[str, str]:
