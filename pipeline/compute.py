@@ -145,12 +145,11 @@ def measure_runs(
             particles=model.particles,
             confinement=model.confinement,
             keys=stream_keys(model, coefficient, step_axis, step),
-            tolerance=criteria.tolerance,
-            divergence=criteria.divergence,
+            criteria=criteria,
             keep_fields=keep_fields,
         )
     return measure_trajectory(
-        batch, list(checkpoints), tolerance=criteria.tolerance, divergence=criteria.divergence, keep_fields=keep_fields
+        batch, list(checkpoints), criteria=criteria, keep_fields=keep_fields
     )
 
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.criteria import Criteria
 from pipeline.numerics import Batch, integrate, spectral
 from pipeline.numerics.passage import (
     GROWTH_TOLERANCE,
@@ -149,8 +150,7 @@ def measure_trajectory(
     batch: Batch,
     checkpoints: Sequence[int],
     *,
-    tolerance: float,
-    divergence: float,
+    criteria: Criteria = Criteria(),
     keep_fields: str = "none",
 ) -> dict[str, np.ndarray]:
     """Integrate a batch of runs once and measure it at every checkpoint.
@@ -162,10 +162,9 @@ def measure_trajectory(
         (:data:`pipeline.numerics.SCHEMES`).
     checkpoints
         Strictly increasing step counts at which to measure.
-    tolerance
-        A run is at equilibrium when ``distance <= tolerance``.
-    divergence
-        A run diverges when ``distance > divergence``.
+    criteria
+        The thresholds: a run is at equilibrium when ``distance <= criteria.tolerance``
+        and diverges when ``distance > criteria.divergence``.
     keep_fields
         ``"none"``, ``"final"`` (state at the last checkpoint) or ``"checkpoints"``.
 
@@ -178,6 +177,7 @@ def measure_trajectory(
         ``(batch, *grid.shape)`` or ``(batch, n_checkpoints, *grid.shape)``.
     """
     grid, boundary, runs = batch.grid, batch.boundary, batch.size
+    tolerance, divergence = criteria.tolerance, criteria.divergence
     coefficient, step_size = batch.coefficient, batch.step_size
     spatial = tuple(range(1, grid.dims + 1))
     given = batch.initial

@@ -51,6 +51,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from pipeline.criteria import Criteria
 from pipeline.diagnostics import (
     DIVERGENT,
     EQUILIBRIUM,
@@ -183,8 +184,7 @@ def measure_particles(
     particles: int,
     confinement: float,
     keys: np.ndarray,
-    tolerance: float,
-    divergence: float,
+    criteria: Criteria = Criteria(),
     keep_fields: str = "none",
 ) -> dict[str, np.ndarray]:
     """Run a batch of particle runs once and measure it at every checkpoint.
@@ -195,7 +195,7 @@ def measure_particles(
         The runs (:class:`~pipeline.numerics.Batch`): scheme ``"random-walk"`` or
         ``"langevin"``, initial field ``grid.shape``, non-negative (the density the
         particles are drawn from).
-    checkpoints, tolerance, divergence, keep_fields
+    checkpoints, criteria, keep_fields
         As for :func:`pipeline.diagnostics.measure_trajectory`.
     particles
         Particles per run.
@@ -217,6 +217,7 @@ def measure_particles(
     scheme, boundary, grid, initial = batch.scheme, batch.boundary, batch.grid, batch.initial
     coefficient, step_size = batch.coefficient, batch.step_size
     runs, n = batch.size, len(checkpoints)
+    tolerance, divergence = criteria.tolerance, criteria.divergence
     spatial = tuple(range(1, grid.dims + 1))
 
     low, high = float(initial.min()), float(initial.max())

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.criteria import Criteria
 from pipeline.diagnostics import (
     DIVERGENT,
     EQUILIBRIUM,
@@ -32,7 +33,7 @@ def classify(scheme, boundary, grid, initial, r, checkpoints, **kwargs):
     step_size = r * grid.dx**2
     return measure_trajectory(
         Batch(scheme, boundary, grid, initial, coefficient, step_size), checkpoints,
-        tolerance=kwargs.pop("tolerance", 1e-3), divergence=kwargs.pop("divergence", 1e3), **kwargs,
+        criteria=Criteria(kwargs.pop("tolerance", 1e-3), kwargs.pop("divergence", 1e3)), **kwargs,
     )
 
 

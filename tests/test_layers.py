@@ -18,6 +18,7 @@ LAYERS = {
     "pipeline.errors": 0,
     "pipeline.numerics": 1,
     "pipeline.numerics.batch": 1,
+    "pipeline.criteria": 2,
     "pipeline.diagnostics": 2,
     "pipeline.particle_diagnostics": 2,
     "pipeline.sweep": 3,

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from pipeline.criteria import Criteria
 from pipeline.numerics import Batch, Grid, discrete_solution, initial_condition, philox
 from pipeline.numerics.particles import (
     drift_unstable,
@@ -548,7 +549,7 @@ def test_particle_status_at_n_does_not_depend_on_the_other_checkpoints(scheme: s
     # CFL numbers on both sides of the walk's validity bound 1/2 (Langevin: k dt from 0.06 to 1.8)
     step_size = np.array([0.05, 0.2, 0.45, 0.5, 0.55, 0.9]) * grid.dx**2 / coefficient
     options = {"particles": 300, "confinement": 4000.0 if scheme == "langevin" else 0.0,
-               "keys": keys_for(runs), "tolerance": 1e-3, "divergence": 1e3}
+               "keys": keys_for(runs), "criteria": Criteria(tolerance=1e-3, divergence=1e3)}
     initial = initial_condition("step", grid)
     asked = [[n], [n // 10, n], [1, n // 2, n]]
     results = [

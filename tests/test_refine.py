@@ -10,6 +10,7 @@ import xarray as xr
 import zarr
 from conftest import compute_store, tree_digest
 
+from pipeline.criteria import Criteria
 from pipeline import refine
 from pipeline.errors import RefineError, StoreError
 from pipeline.executors import InProcessExecutor
@@ -291,7 +292,7 @@ def dense_steps_to_equilibrium(scheme: str, cfl: np.ndarray, steps: int) -> np.n
     grid = Grid(1, 16, 1.0)
     measured = measure_trajectory(
         Batch(scheme, "neumann", grid, initial_condition("step", grid), np.ones(cfl.size), cfl * grid.dx**2),
-        [steps], tolerance=1e-3, divergence=1e3,
+        [steps], criteria=Criteria(tolerance=1e-3, divergence=1e3),
     )
     settled = (measured["status"][:, 0] == EQUILIBRIUM) & (measured["steps_to_equilibrium"] <= steps)
     return np.where(settled, measured["steps_to_equilibrium"], 10**12)

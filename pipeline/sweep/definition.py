@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.criteria import Criteria
+
 __all__ = [
     "BOUNDARIES",
     "CASE",
@@ -281,19 +283,6 @@ class Units:
     def is_default(self) -> bool:
         """Nondimensional in both length and time."""
         return self == Units()
-
-
-@dataclass(frozen=True)
-class Criteria:
-    """Stability classification thresholds.
-
-    A run is at equilibrium when its distance to the equilibrium is at most
-    ``tolerance`` (relative to the initial range), and divergent when a deviation
-    exceeds ``divergence`` times the initial range (see :mod:`pipeline.diagnostics`).
-    """
-
-    tolerance: float = 1e-3
-    divergence: float = 1e3
 
 
 @dataclass(frozen=True)
