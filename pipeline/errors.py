@@ -55,7 +55,12 @@ class SweepError(DiffsweepError, ValueError):
 
 
 class StoreError(DiffsweepError):
-    """A results store is missing, belongs to another sweep, or cannot be written."""
+    """A results store is missing, belongs to another sweep, or cannot be written.
+
+    It has no built-in base of its own: its subclasses carry the built-in meaning that
+    fits (``FileNotFoundError``, ``FileExistsError``, ``ValueError``).  It is never an
+    ``OSError``, which callers read as a failing disk (a full disk stops a run).
+    """
 
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
@@ -67,12 +72,20 @@ class StoreExistsError(StoreError, FileExistsError):
 
 
 class StoreBusyError(StoreError):
-    """Another diffsweep run is writing the store (it holds the store's lock)."""
+    """Another diffsweep run is writing the store (it holds the store's lock).
+
+    No built-in base: the nearest, ``BlockingIOError``, is an ``OSError`` about
+    non-blocking file descriptors, which this is not.
+    """
 
 
-class StoreDamagedError(StoreError):
+class StoreDamagedError(StoreError, ValueError):
     """A results store's files contradict its own records (missing or unreadable chunks,
-    metadata or attributes that no longer match its definition)."""
+    metadata or attributes that no longer match its definition).
+
+    A ``ValueError`` as well: the content read back is wrong, as when zarr or json
+    cannot decode what they read.
+    """
 
 
 class ArgumentNaming(Exception):
@@ -138,8 +151,12 @@ class WorkersLostError(ClusterLostError):
     """The dask scheduler lost every worker (or the data they held) while blocks were computing."""
 
 
-class MapError(DiffsweepError):
-    """A map or recommendation cannot be made from the given store or options."""
+class MapError(DiffsweepError, ValueError):
+    """A map or recommendation cannot be made from the given store or options.
+
+    A ``ValueError`` as well: the results or the options asked of them do not fit
+    (an axis the results lack, a dataset that is not results).
+    """
 
 
 def first_line(error: BaseException) -> str:

@@ -103,7 +103,7 @@ PROVENANCE_ATTRS = (
 )
 
 
-class AxisError(ArgumentNaming, MapError, ValueError):
+class AxisError(ArgumentNaming, MapError):
     """A map axis that the results do not have, or one asked for twice.
 
     The message names the arguments in backticks (```x```, ```y```, ```facet```); a

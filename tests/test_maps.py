@@ -143,8 +143,9 @@ def test_run_model_reads_attributes_and_selected_coordinates(implicit: xr.Datase
     assert model == RunModel(scheme="crank-nicolson", dims=1, cells=CELLS[1], length=1.0,
                              boundary="neumann", initial="random", seed=3)
     assert model.dx == 1.0 / CELLS[1] and model.stability_limit is None
-    with pytest.raises(MapError, match="select one value of scheme first"):
+    with pytest.raises(MapError, match="select one value of scheme first") as caught:
         maps.run_model(implicit)
+    assert isinstance(caught.value, ValueError)
 
 
 def test_maps_dataset_round_trips(implicit: xr.Dataset, tmp_path: Path) -> None:

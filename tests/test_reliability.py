@@ -404,9 +404,11 @@ def test_consolidating_over_an_array_that_lost_its_metadata_is_refused(sweeps, t
     store = damaged_copy(sweeps["minimal-clean"], tmp_path)
     (store / "status/zarr.json").unlink()
     before = tree_digest(store)
-    with pytest.raises(StoreDamagedError, match=r"the metadata of 'status' is missing \(only the consolidated copy is left\)"):
+    with pytest.raises(StoreDamagedError, match=r"the metadata of 'status' is missing \(only the consolidated copy is left\)") as caught:
         stores.update_attributes(str(store), {"note": "x"})
     assert tree_digest(store) == before
+    # damaged content is a ValueError, never an OSError (which a run reads as a failing disk)
+    assert isinstance(caught.value, ValueError) and not isinstance(caught.value, OSError)
 
 
 def test_a_changed_completion_record_is_a_clear_error_and_resume_recomputes(sweeps, tmp_path: Path) -> None:
