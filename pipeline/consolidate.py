@@ -48,7 +48,7 @@ import zarr
 from pipeline import store
 from pipeline.errors import StoreError
 from pipeline.planning import Plan
-from pipeline.store_lock import PARTIAL_SUFFIX
+from pipeline.store_lock import PARTIAL_SUFFIX, is_local
 
 __all__ = [
     "AUTO_ABOVE_BLOCKS",
@@ -258,7 +258,7 @@ def _consolidated_metadata(array: zarr.Array, chunks: tuple[int, ...]) -> Any:
 def _put(fs: Any, path: str, data: bytes) -> None:
     """Replace the file at ``path`` in one step: an object store's PUT, or locally a
     rename over it (a kill never leaves half a file)."""
-    if not store._is_local(fs):
+    if not is_local(fs):
         fs.pipe_file(path, data)
         return
     temporary = f"{path}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"

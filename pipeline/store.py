@@ -44,7 +44,7 @@ from pipeline.diagnostics import FAILED as FAILED_STATUS
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import StoreDamagedError, StoreError, StoreExistsError, StoreNotFoundError, SweepError
 from pipeline.planning import Block, Plan
-from pipeline.store_lock import LOCK_NAME, PARTIAL_SUFFIX
+from pipeline.store_lock import LOCK_NAME, PARTIAL_SUFFIX, is_local
 from pipeline.sweep import Sweep, parse_sweep
 from pipeline.sweep.compare import changes
 
@@ -110,11 +110,6 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
     # writes through another instance, so a cached listing of the store may be stale
     fs.invalidate_cache(root.rstrip("/"))
     return fs, root.rstrip("/")
-
-
-def _is_local(fs: Any) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return "file" in protocols or "local" in protocols
 
 
 @dataclass(frozen=True)
@@ -426,7 +421,7 @@ def _delete_contents(url: str, storage_options: Mapping[str, Any] | None, keep: 
     fs, root = _filesystem(url, storage_options)
     if not fs.exists(root):
         return
-    if _is_local(fs):
+    if is_local(fs):
         with os.scandir(root) as entries:
             for entry in entries:
                 if entry.name in keep:

@@ -35,7 +35,7 @@ from typing import Any
 
 from pipeline.errors import StoreBusyError, StoreError
 
-__all__ = ["LOCK_NAME", "LockOwner", "busy_error", "holding_lock", "lock_owner"]
+__all__ = ["LOCK_NAME", "LockOwner", "busy_error", "holding_lock", "is_local", "lock_owner"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     return fs, root.rstrip("/")
 
 
-def _is_local(fs: Any) -> bool:
+def is_local(fs: Any) -> bool:
+    """True when the fsspec filesystem ``fs`` is the local disk (directories, rename, hard links)."""
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     return "file" in protocols or "local" in protocols
 
@@ -154,7 +155,7 @@ def _read_owner(fs: Any, path: str) -> LockOwner | None:
 
 def _create_exclusive(fs: Any, path: str, data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True when this call created it."""
-    if _is_local(fs):
+    if is_local(fs):
         # written whole to a temporary name, then linked into place: link(2) fails if the
         # lock exists, and a kill never leaves a lock without its owner in it
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -194,7 +195,7 @@ def holding_lock(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     """
     fs, root = _fs(url, storage_options)
     path = f"{root}/{LOCK_NAME}"
-    local = _is_local(fs)
+    local = is_local(fs)
     created_directory = local and not os.path.lexists(root)
     me = LockOwner.this_process()
     for _attempt in range(2):

@@ -18,6 +18,7 @@ from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import StoreError, WorkersLostError, first_line
+from pipeline.store_lock import is_local
 
 if TYPE_CHECKING:
     import distributed
@@ -163,7 +164,7 @@ def _write_probe(
             location = root
         else:
             location = fs._parent(root) or root
-            if _is_local(fs):  # object stores have no directories to make
+            if is_local(fs):  # object stores have no directories to make
                 fs.makedirs(location, exist_ok=True)
         probe = f"{location}/{PROBE_PREFIX}{token}"
         with fs.open(probe, "wb") as file:
@@ -171,11 +172,6 @@ def _write_probe(
     except Exception as error:
         return None, worker, f"{type(error).__name__}: {first_line(error)}"
     return probe, worker, None
-
-
-def _is_local(fs: Any) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return "file" in protocols or "local" in protocols
 
 
 def _read_probe(url: str, storage_options: Mapping[str, Any], probe: str) -> bytes:
