@@ -49,6 +49,7 @@ from pipeline import store
 from pipeline.errors import StoreError
 from pipeline.planning import Plan
 from pipeline.store_lock import PARTIAL_SUFFIX, is_local
+from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 __all__ = [
     "AUTO_ABOVE_BLOCKS",
@@ -195,7 +196,7 @@ def finish(
         return None
     fs, root = store._filesystem(url, storage_options)
     before = after = largest = 0
-    with store._consolidated_metadata_accepted():
+    with expected_zarr_warnings_silenced():
         group = store._open_group(url, "r+", storage_options)
         if record.state == "writing":
             for name, chunks in record.chunks.items():

@@ -26,7 +26,6 @@ Examples
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +35,7 @@ import xarray as xr
 from pipeline.diagnostics import DIVERGENT, OSCILLATING
 from pipeline.numerics import stability_bound
 from pipeline.sweep import MODEL_KEYS, RunModel
+from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 __all__ = [
     "EDGES",
@@ -60,8 +60,7 @@ def open_refinement(store: str, storage_options: Mapping[str, Any] | None = None
     """The ``refine`` group of ``store``, or None when there is none (or it belongs to another sweep)."""
     options = dict(storage_options) if storage_options else None
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=RuntimeWarning)
+        with expected_zarr_warnings_silenced():
             refined = xr.open_zarr(store, group=REFINE_GROUP, storage_options=options)
     except Exception:  # no such group: nothing refined
         return None

@@ -36,7 +36,6 @@ Examples
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,6 +48,7 @@ from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import ArgumentNaming, MapError, StoreError
 from pipeline.numerics import equilibrium_steps, initial_condition
 from pipeline.sweep import CASE, MODEL_KEYS, STEP_AXES, RunModel
+from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 __all__ = [
     "MODEL_KEYS",
@@ -140,9 +140,7 @@ def open_results(store: str, storage_options: Mapping[str, Any] | None = None) -
     """
     options = dict(storage_options) if storage_options else None
     try:
-        with warnings.catch_warnings():
-            # a store without consolidated metadata still opens; say nothing about it
-            warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=RuntimeWarning)
+        with expected_zarr_warnings_silenced():  # a store without consolidated metadata still opens
             dataset = xr.open_zarr(store, storage_options=options)
     except (FileNotFoundError, KeyError) as error:
         raise StoreError(f"no results store at {store!r} ({type(error).__name__})") from None
@@ -970,7 +968,5 @@ def save_maps(
                 kind = "a diffsweep results store" if "sweep_hash" in attrs else "not a diffsweep maps dataset"
                 raise StoreError(f"{str(path)!r} is {kind}; it is never replaced")
     maps = maps.assign_attrs({MAPS_FORMAT_ATTR: MAPS_FORMAT})
-    with warnings.catch_warnings():
-        # zarr calls consolidated metadata an extension of the v3 spec; xarray writes it on purpose
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+    with expected_zarr_warnings_silenced():  # xarray writes consolidated metadata on purpose
         maps.to_zarr(path, mode="w" if overwrite else "w-", consolidated=True, storage_options=options or None)

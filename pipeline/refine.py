@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -56,6 +54,7 @@ from pipeline.search import (
     seconds_per_probe,
 )
 from pipeline.sweep import RunModel, Sweep, parse_sweep
+from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 __all__ = [
     "GROUP",
@@ -246,14 +245,6 @@ class Refinement:
     @property
     def name(self) -> str:
         return self.request.name
-
-
-@contextmanager
-def _consolidated_metadata_accepted() -> Iterator[None]:
-    """zarr warns that consolidated metadata is an extension of the v3 spec; we know."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        yield
 
 
 def _refusal_prefix(url: str) -> str:
@@ -569,7 +560,7 @@ def _write(refinement: Refinement, progress_attrs: Mapping[str, Any]) -> None:
     root = _open_root(url, options, "r+")
     group = root.get(GROUP)
     present = isinstance(group, zarr.Group) and all(name in group for name in arrays)
-    with _consolidated_metadata_accepted():
+    with expected_zarr_warnings_silenced():
         if not present:
             sweep, columns = refinement.sweep, refinement.columns
             coords = {}

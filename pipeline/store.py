@@ -26,9 +26,7 @@ import os
 import platform
 import shutil
 import socket
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -42,11 +40,18 @@ from pipeline import __version__
 from pipeline.compute import BlockFailure
 from pipeline.diagnostics import FAILED as FAILED_STATUS
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
-from pipeline.errors import StoreDamagedError, StoreError, StoreExistsError, StoreNotFoundError, SweepError
+from pipeline.errors import (
+    StoreDamagedError,
+    StoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+    SweepError,
+)
 from pipeline.planning import Block, Plan
 from pipeline.store_lock import LOCK_NAME, PARTIAL_SUFFIX, is_local
 from pipeline.sweep import Sweep, parse_sweep
 from pipeline.sweep.compare import changes
+from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 BOOKKEEPING = "_diffsweep"
 COMPLETED = "completed"
@@ -57,20 +62,6 @@ FORMAT_VERSION = 2
 STATE = "diffsweep_state"
 READY = "ready"
 CREATING = "creating"
-
-
-@contextmanager
-def _consolidated_metadata_accepted() -> Iterator[None]:
-    """zarr warns that consolidated metadata is an extension of the v3 spec; we know.
-
-    It also warns about every file in a group that is not zarr's while it walks the
-    hierarchy: the store's lock (:data:`~pipeline.store_lock.LOCK_NAME`) is one, and a
-    file a kill left half-written (``*.partial``) another; zarr skips them.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
-        yield
 
 
 def location(url: str) -> str:
@@ -378,7 +369,7 @@ def create(
     attrs = {**provenance(plan), STATE: CREATING}
     options = dict(storage_options) if storage_options else None
     found = inspect(url, storage_options)
-    with _consolidated_metadata_accepted():
+    with expected_zarr_warnings_silenced():
         if found.kind == "absent":
             _delete_contents(url, storage_options, keep={LOCK_NAME})  # partial writes of a killed run, if any
             try:
@@ -480,7 +471,7 @@ def update_attributes(url: str, attrs: Mapping[str, Any], storage_options: Mappi
         An array the consolidated metadata lists has lost its own metadata: refreshing
         it would make the array vanish, so nothing is written.
     """
-    with _consolidated_metadata_accepted():
+    with expected_zarr_warnings_silenced():
         _check_nothing_vanished(url, storage_options)
         group = _open_group(url, "r+", storage_options)
         group.attrs.update(dict(attrs))

@@ -41,6 +41,7 @@ from pipeline.errors import DiffsweepError, StoreDamagedError, SweepError
 from pipeline.layout import VariableLayout
 from pipeline.planning import Block, Plan
 from pipeline.sweep import parse_sweep
+from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 __all__ = ["Problem", "Report", "check_before_resume", "explain_read_failure", "plan_of_store", "repair", "verify"]
 
@@ -501,7 +502,7 @@ def repair(url: str, plan: Plan, report: Report, storage_options: Mapping[str, A
     consolidated = _consolidated(fs, root)
     recompute: set[tuple[int, ...]] | None = set()
     variables = {v.name: v for v in plan.layout.variables}
-    with store._consolidated_metadata_accepted():
+    with expected_zarr_warnings_silenced():
         group = store._open_group(url, "r+", storage_options)
         for problem in report.problems:
             name = problem.name

@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 LAYERS = {
     "pipeline": 0,
     "pipeline.errors": 0,
+    "pipeline.zarr_warnings": 0,
     "pipeline.numerics": 1,
     "pipeline.numerics.batch": 1,
     "pipeline.criteria": 2,
