@@ -104,51 +104,22 @@ def sweep_brackets(status: xr.DataArray, edge: str) -> xr.Dataset:
     )
 
 
-def _models(ds: xr.Dataset) -> tuple[tuple[str, ...], dict[tuple[Any, ...], RunModel]]:
-    """The swept model keys and the model of each combination of their values."""
-    from pipeline.maps import run_model
-
-    swept = tuple(key for key in MODEL_KEYS if key in ds["status"].dims)
-    frame = xr.Dataset(coords={key: ds[key] for key in swept}, attrs=ds.attrs)
-    models = {}
-    for index in np.ndindex(*(ds.sizes[key] for key in swept)):
-        selection = dict(zip(swept, index, strict=True))
-        key = tuple(ds[k].values[i].item() if hasattr(ds[k].values[i], "item") else ds[k].values[i] for k, i in selection.items())
-        models[key] = run_model(frame.isel(selection))
-    return swept, models
-
-
-def _per_model(ds: xr.Dataset, template: xr.DataArray, func: Any) -> xr.DataArray:
-    """``func(model, coefficient values)`` over ``template``'s dims (model axes and coefficient)."""
-    swept, models = _models(ds)
-    out = template.astype(float).copy()
-    coefficient = np.asarray(ds["coefficient"].values, dtype=float)
-    order = [*swept, "coefficient"]
-    data = out.transpose(*order, ...).values.copy()
-    for index in np.ndindex(*(ds.sizes[key] for key in swept)):
-        key = tuple(ds[k].values[i].item() if hasattr(ds[k].values[i], "item") else ds[k].values[i] for k, i in zip(swept, index, strict=True))
-        values = np.asarray(func(models[key], coefficient), dtype=float)
-        data[index] = values.reshape(values.shape + (1,) * (data[index].ndim - 1))
-    return out.transpose(*order, ...).copy(data=data).transpose(*template.dims)
-
-
 def exact_bound_cfl(ds: xr.Dataset) -> xr.DataArray:
     """The exact discrete bound ``2/λ_max`` on ``r`` per model (NaN for unconditionally stable schemes),
     over the swept model keys and ``coefficient``."""
-    template = xr.zeros_like(ds["coefficient"], dtype=float)
-    swept, _ = _models(ds)
-    for key in swept:
-        template = template.broadcast_like(ds[key])
+    from pipeline.maps import per_model
 
     def bound(model: RunModel, coefficient: np.ndarray) -> np.ndarray:
         value = stability_bound(model.scheme, model.boundary, model.grid)
         return np.full(coefficient.shape, np.nan if value is None else value)
 
-    return _per_model(ds, template.reset_coords(drop=True), bound)
+    return per_model(ds, ds["coefficient"], bound)
 
 
 def _cell_width_squared(ds: xr.Dataset, like: xr.DataArray) -> xr.DataArray:
-    return _per_model(ds, like, lambda model, coefficient: np.full(coefficient.shape, model.dx**2))
+    from pipeline.maps import per_model
+
+    return per_model(ds, like, lambda model, values: np.full(np.shape(values), model.dx**2))
 
 
 def edges(ds: xr.Dataset, refinement: xr.Dataset | None = None) -> xr.Dataset:

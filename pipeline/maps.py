@@ -63,6 +63,7 @@ __all__ = [
     "maps_dataset",
     "open_results",
     "own_dim",
+    "per_model",
     "plot_status",
     "predicted_steps",
     "recommend",
@@ -255,7 +256,7 @@ def run_model(ds: xr.Dataset) -> RunModel:
     return RunModel.from_mapping(values)
 
 
-def _per_model(
+def per_model(
     ds: xr.Dataset,
     values: xr.DataArray,
     func: Callable[[RunModel, np.ndarray], np.ndarray],
@@ -263,10 +264,33 @@ def _per_model(
 ) -> xr.DataArray:
     """``func(model, part of values)`` for every combination of the swept model ``keys``.
 
-    ``values`` is broadcast against the swept keys first; the result has its shape.
+    Parameters
+    ----------
+    ds
+        Results Dataset: its ``status`` dims say which model keys are swept.
+    values
+        Broadcast against the swept ``keys`` first; the result has its shape (and its
+        dimension coordinates, none of its attributes).
+    func
+        Called once per model with that model's part of ``values`` (a numpy array with
+        the dims of ``values`` other than the swept keys); returns an array of that shape.
+    keys
+        The model keys ``func`` depends on: the result runs along those of them that are
+        swept. A swept model key left out is taken at its first value.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"status": ("cells", np.zeros(2, np.int8))}, coords={"cells": [8, 16]},
+    ...                 attrs={"scheme": "ftcs", "dims": 1, "length": 1.0, "boundary": "neumann",
+    ...                        "initial": "step"})
+    >>> per_model(ds, xr.DataArray(0.0), lambda model, v: np.full(np.shape(v), model.dx)).values
+    array([0.125 , 0.0625])
     """
-    swept = [key for key in keys if key in ds["status"].dims]
-    frame = xr.Dataset(coords={key: ds[key] for key in swept}, attrs=ds.attrs)
+    dims = ds["status"].dims
+    swept = [key for key in keys if key in dims]
+    unused = {key: 0 for key in MODEL_KEYS if key in dims and key not in keys}
+    frame = xr.Dataset(coords={key: ds[key] for key in MODEL_KEYS if key in dims}, attrs=ds.attrs).isel(unused)
     base = _strip(values).astype(float)
     for key in swept:
         base = base.broadcast_like(ds[key])
@@ -591,8 +615,8 @@ def theory_max_cfl(ds: xr.Dataset) -> xr.DataArray:
 
     if ("confinement" in ds.attrs and float(ds.attrs["confinement"]) > 0) or "confinement" in ds["status"].dims:
         keys = ("scheme", "dims", "cells", "length", "confinement")
-        return _per_model(ds, ds["coefficient"], limit, keys=keys)
-    return _per_model(ds, xr.DataArray(0.0), limit, keys=("scheme", "dims"))
+        return per_model(ds, ds["coefficient"], limit, keys=keys)
+    return per_model(ds, xr.DataArray(0.0), limit, keys=("scheme", "dims"))
 
 
 def theory_max_step_size(ds: xr.Dataset) -> xr.DataArray:
@@ -607,7 +631,7 @@ def theory_max_step_size(ds: xr.Dataset) -> xr.DataArray:
             return np.full(np.shape(coefficient), np.nan)
         return bound * model.dx**2 / coefficient
 
-    return _per_model(ds, ds["coefficient"], limit, keys=("scheme", "dims", "cells", "length", "confinement"))
+    return per_model(ds, ds["coefficient"], limit, keys=("scheme", "dims", "cells", "length", "confinement"))
 
 
 @lru_cache(maxsize=64)
@@ -683,7 +707,7 @@ def equilibration_boundary(ds: xr.Dataset) -> xr.Dataset:
         exact.attrs = {}
         observed = _strip(exact.where(reached.any("steps") & (exact >= 0) & (exact <= steps.max())))
     tolerance = _tolerance(ds)
-    predicted = _per_model(ds, ds["cfl"], lambda model, r: predicted_steps(model, r, tolerance))
+    predicted = per_model(ds, ds["cfl"], lambda model, r: predicted_steps(model, r, tolerance))
     grid_values = np.sort(steps.values.astype(float))
 
     def on_grid(values: np.ndarray) -> np.ndarray:

@@ -162,6 +162,23 @@ def test_maps_dataset_round_trips(implicit: xr.Dataset, tmp_path: Path) -> None:
     xr.testing.assert_identical(reopened, dataset)
 
 
+def test_a_sweep_over_cells_gets_maps_and_recommendations_per_grid(tmp_path: Path) -> None:
+    # the von Neumann bound on r depends on the scheme and dims only; on dt, on dx too
+    text = sweep_text(1).replace(f"cells: {CELLS[1]}, ", "").replace("sweep:\n", "sweep:\n  cells: [8, 16]\n")
+    results = run(text, tmp_path / "cells.zarr")
+    assert "cells" in results["status"].dims
+    assert float(maps.theory_max_cfl(results)) == 0.5
+    dataset = maps.maps_dataset(results)
+    for cells in (8, 16):
+        expected = 0.5 * (1.0 / cells) ** 2 / np.asarray(COEFFICIENTS)
+        np.testing.assert_allclose(dataset["theory_max_step_size"].sel(cells=cells).values, expected, rtol=1e-12)
+    records = maps.recommend(results)
+    assert {(r["cells"], r["coefficient"]) for r in records} == {(c, d) for c in (8, 16) for d in COEFFICIENTS}
+    for record in records:
+        assert record["theory_max_cfl"] == 0.5
+        assert record["theory_max_step_size"] == pytest.approx(0.5 / record["cells"] ** 2 / record["coefficient"], rel=1e-12)
+
+
 def test_incomplete_store_maps_what_exists(tmp_path: Path) -> None:
     text = sweep_text(1).replace("criteria:", "chunks: {coefficient: 1}\nunits: {length: m, time: s}\ncriteria:")
     results = run(text, tmp_path / "partial.zarr", blocks=1)
