@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,7 @@ __all__ = [
     "CoordinateLayout",
     "ResultLayout",
     "VariableLayout",
+    "axis_array",
     "cfl_number",
     "coordinate_attributes",
     "step_size_from_cfl",
@@ -123,6 +124,18 @@ def coordinate_attributes(units: Units) -> dict[str, dict[str, str]]:
         name: {"long_name": long_name, "units": units.of(length=powers[0], time=powers[1])}
         for name, (long_name, powers) in _COORDINATES.items()
     }
+
+
+def axis_array(values: Sequence[Any]) -> np.ndarray:
+    """The values of a sweep axis as a coordinate array; strings as an object array
+    (zarr's variable-length strings), numbers as numpy gives them.
+
+    Examples
+    --------
+    >>> axis_array(("ftcs", "crank-nicolson")).dtype, axis_array((0.5, 1.0)).dtype
+    (dtype('O'), dtype('float64'))
+    """
+    return np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values)
 
 
 #: the coordinates' attributes in a nondimensional study (no ``units:`` in the sweep file)
@@ -323,9 +336,8 @@ class ResultLayout:
 
     # -- values -------------------------------------------------------------------------
     def axis_values(self, name: str) -> np.ndarray:
-        """The values of axis ``name``; strings as an object array (zarr's variable-length strings)."""
-        values = self.sweep.axis(name).values
-        return np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values)
+        """The values of axis ``name`` as :func:`axis_array` stores them."""
+        return axis_array(self.sweep.axis(name).values)
 
     def axis_coordinates(self, block: Block) -> dict[str, np.ndarray]:
         """The values of every axis over one block: each dimension's slice, and each

@@ -34,7 +34,7 @@ from pipeline import __version__, store
 from pipeline.diagnostics import EQUILIBRIUM, OSCILLATING
 from pipeline.errors import RefineError, StoreError
 from pipeline.executors import Executor, InProcessExecutor
-from pipeline.layout import COORDINATE_ATTRIBUTES
+from pipeline.layout import COORDINATE_ATTRIBUTES, axis_array
 from pipeline.search import (
     EDGES,
     FOUND,
@@ -565,9 +565,7 @@ def _write(refinement: Refinement, progress_attrs: Mapping[str, Any]) -> None:
             sweep, columns = refinement.sweep, refinement.columns
             coords = {}
             for dim in columns.dims:
-                values = sweep.axis(dim).values
-                data = np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values)
-                coords[dim] = xr.DataArray(data, dims=(dim,), attrs=COORDINATE_ATTRIBUTES[dim])
+                coords[dim] = xr.DataArray(axis_array(sweep.axis(dim).values), dims=(dim,), attrs=COORDINATE_ATTRIBUTES[dim])
             dataset = xr.Dataset(
                 {name: (columns.dims, values, attributes[name]) for name, values in arrays.items()}, coords=coords
             )
