@@ -34,7 +34,7 @@ from pipeline import __version__, store
 from pipeline.diagnostics import EQUILIBRIUM, OSCILLATING
 from pipeline.errors import RefineError, StoreError
 from pipeline.executors import Executor, InProcessExecutor
-from pipeline.layout import COORDINATE_ATTRIBUTES, axis_array
+from pipeline.layout import axis_array, coordinate_attributes
 from pipeline.search import (
     EDGES,
     FOUND,
@@ -53,7 +53,7 @@ from pipeline.search import (
     rounds_to_converge,
     seconds_per_probe,
 )
-from pipeline.sweep import RunModel, Sweep, parse_sweep
+from pipeline.sweep import RunModel, Sweep, Units, parse_sweep
 from pipeline.zarr_warnings import expected_zarr_warnings_silenced
 
 __all__ = [
@@ -119,8 +119,11 @@ class Request:
             raise RefineError(f"rtol must be a number with 0 < rtol < 1, not {self.rtol!r}")
 
 
-def variables(request: Request, axis: str) -> dict[str, dict[str, Any]]:
+def variables(request: Request, axis: str, units: Units | None = None) -> dict[str, dict[str, Any]]:
     """Name and attributes of every variable a refinement of ``request`` stores.
+
+    Values on the step ``axis`` carry its units in the sweep's ``units`` (a
+    nondimensional study when None), as the results' own ``axis`` coordinate does.
 
     Edges (``divergence_*`` or ``oscillation_*``, over the model axes, ``coefficient`` and
     ``steps``): ``_edge`` the largest value found on the stable side when the bracket is
@@ -131,7 +134,7 @@ def variables(request: Request, axis: str) -> dict[str, dict[str, Any]]:
     flag and counters.
     """
     name = request.name
-    units = COORDINATE_ATTRIBUTES[axis]["units"]
+    step_units = coordinate_attributes(units or Units())[axis]["units"]
     meanings = _OUTCOME_MEANINGS[request.target]
     flags = {"long_name": f"outcome of the {name} search", "units": "1", "flag_values": [-1, 0, 1, 2], "flag_meanings": meanings}
     if request.target == "edge":
@@ -139,23 +142,23 @@ def variables(request: Request, axis: str) -> dict[str, dict[str, Any]]:
         return {
             f"{name}_edge": {
                 "long_name": f"{name} edge: largest {axis} found {side} at this step count (NaN when censored or open)",
-                "units": units,
+                "units": step_units,
             },
-            f"{name}_bracket_low": {"long_name": f"largest {axis} seen {side} below the {name} edge", "units": units},
-            f"{name}_bracket_high": {"long_name": f"smallest {axis} seen past the {name} edge", "units": units},
+            f"{name}_bracket_low": {"long_name": f"largest {axis} seen {side} below the {name} edge", "units": step_units},
+            f"{name}_bracket_high": {"long_name": f"smallest {axis} seen past the {name} edge", "units": step_units},
             f"{name}_censored": flags,
             f"{name}_iterations": {"long_name": "bisection rounds after the edge was bracketed", "units": "1"},
             f"{name}_runs": {"long_name": "probe runs spent on this column", "units": "1"},
         }
     return {
-        "cheapest_value": {"long_name": f"{axis} reaching equilibrium in the fewest steps", "units": units},
+        "cheapest_value": {"long_name": f"{axis} reaching equilibrium in the fewest steps", "units": step_units},
         "cheapest_steps_to_equilibrium": {
             "long_name": "first step at equilibrium of the cheapest value (exact)",
             "units": "1",
             "comment": "the largest step count + 1 means no value tried reached equilibrium within the largest step count",
         },
-        "cheapest_bracket_low": {"long_name": f"lower end of the bracket around the cheapest {axis}", "units": units},
-        "cheapest_bracket_high": {"long_name": f"upper end of the bracket around the cheapest {axis}", "units": units},
+        "cheapest_bracket_low": {"long_name": f"lower end of the bracket around the cheapest {axis}", "units": step_units},
+        "cheapest_bracket_high": {"long_name": f"upper end of the bracket around the cheapest {axis}", "units": step_units},
         "cheapest_censored": flags,
         "cheapest_iterations": {"long_name": "golden-section rounds after the minimum was bracketed", "units": "1"},
         "cheapest_runs": {"long_name": "probe runs spent on this column", "units": "1"},
@@ -556,16 +559,17 @@ def _write(refinement: Refinement, progress_attrs: Mapping[str, Any]) -> None:
     """Write the state (creating the group or the target's variables when needed) and refresh the metadata."""
     url, options = refinement.url, refinement.storage_options
     arrays = _state_arrays(refinement)
-    attributes = variables(refinement.request, refinement.axis)
+    attributes = variables(refinement.request, refinement.axis, refinement.sweep.units)
     root = _open_root(url, options, "r+")
     group = root.get(GROUP)
     present = isinstance(group, zarr.Group) and all(name in group for name in arrays)
     with expected_zarr_warnings_silenced():
         if not present:
             sweep, columns = refinement.sweep, refinement.columns
+            coordinates = coordinate_attributes(sweep.units)
             coords = {}
             for dim in columns.dims:
-                coords[dim] = xr.DataArray(axis_array(sweep.axis(dim).values), dims=(dim,), attrs=COORDINATE_ATTRIBUTES[dim])
+                coords[dim] = xr.DataArray(axis_array(sweep.axis(dim).values), dims=(dim,), attrs=coordinates[dim])
             dataset = xr.Dataset(
                 {name: (columns.dims, values, attributes[name]) for name, values in arrays.items()}, coords=coords
             )

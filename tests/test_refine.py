@@ -195,6 +195,24 @@ def test_the_refine_group_opens_with_plain_xarray_and_says_what_it_holds(tmp_pat
     assert "status" in xr.open_zarr(url).data_vars
 
 
+def test_the_refine_group_speaks_the_sweeps_units(tmp_path: Path) -> None:
+    # a dimensional study: the group's coordinates and step-size variables read as the root's do
+    text = (sweep_text(1, 16, "neumann", [100, 3000], coefficient="[0.5, 1.0]")
+            .replace("  cfl: {geomspace: [0.05, 0.15], num: 3}", "  step_size: {geomspace: [1.0e-4, 1.0e-2], num: 5}")
+            + "units: {length: m, time: s}\n")
+    url = compute_store(text, tmp_path / "units.zarr")
+    refine.refine(refine.prepare(url, refine.Request()))
+    refine.refine(refine.prepare(url, refine.Request(target="cheapest")))
+    root, group = xr.open_zarr(url), xr.open_zarr(url, group="refine")
+    for name in ("coefficient", "steps"):
+        assert group[name].attrs == root[name].attrs
+    assert group["coefficient"].attrs["units"] == "m2 s-1"
+    for name in ("divergence_edge", "divergence_bracket_low", "divergence_bracket_high",
+                 "cheapest_value", "cheapest_bracket_low", "cheapest_bracket_high"):
+        assert group[name].attrs["units"] == "s", name
+    assert group["divergence_runs"].attrs["units"] == "1"
+
+
 def test_a_second_refine_does_nothing_and_writes_nothing(tmp_path: Path) -> None:
     url = compute_store(SMALL, tmp_path / "s.zarr")
     refine.refine(refine.prepare(url, refine.Request()))
