@@ -66,6 +66,7 @@ __all__ = [
     "per_model",
     "plot_status",
     "predicted_steps",
+    "python_value",
     "recommend",
     "resolve_axes",
     "run_model",
@@ -208,8 +209,15 @@ def step_axis(ds: xr.Dataset) -> str:
     raise MapError(f"the results have neither a step_size nor a cfl axis (axes: {', '.join(sweep_axes(ds))})")
 
 
-def _python(value: Any) -> Any:
-    """numpy scalars (and numpy strings) → plain Python values."""
+def python_value(value: Any) -> Any:
+    """A plain Python value for a numpy scalar, a 0-d array or a numpy string (JSON-ready);
+    anything else is returned as it is.
+
+    Examples
+    --------
+    >>> python_value(np.float64(0.5)), python_value(np.array("ftcs")), python_value([1, 2])
+    (0.5, 'ftcs', [1, 2])
+    """
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, np.generic):
@@ -246,9 +254,9 @@ def run_model(ds: xr.Dataset) -> RunModel:
     values: dict[str, Any] = {}
     for key in MODEL_KEYS:
         if key in ds.coords:
-            values[key] = _python(ds[key].values)
+            values[key] = python_value(ds[key].values)
         elif key in ds.attrs:
-            values[key] = _python(ds.attrs[key])
+            values[key] = python_value(ds.attrs[key])
         elif key in _DEFAULTS:
             values[key] = _DEFAULTS[key]
         else:
@@ -801,7 +809,7 @@ def cheapest_setting(ds: xr.Dataset, equilibration: xr.Dataset | None = None) ->
 
 def _number(value: Any) -> float | int | None:
     """A JSON-friendly number: None for NaN/inf, int for integral step counts."""
-    value = _python(value)
+    value = python_value(value)
     if value is None:
         return None
     if isinstance(value, bool):
@@ -869,8 +877,8 @@ def recommend(ds: xr.Dataset, refinement: xr.Dataset | None = None) -> list[dict
         selection = dict(zip(group_dims, index, strict=True))
         row = table.isel(selection)
         column = columns.isel(selection)
-        record: dict[str, Any] = {d: _python(row[d].values) for d in group_dims if d != "coefficient"}
-        record["coefficient"] = _python(row["coefficient"].values)
+        record: dict[str, Any] = {d: python_value(row[d].values) for d in group_dims if d != "coefficient"}
+        record["coefficient"] = python_value(row["coefficient"].values)
         record.update({name: _number(row[name].values) for name in _BOUNDARY_FIELDS})
         record["bound_step_size"] = _number(column["bound_step_size"].values)
         record["bound_cfl"] = _number(column["bound_cfl"].values)
@@ -937,7 +945,7 @@ def maps_dataset(ds: xr.Dataset) -> xr.Dataset:
     step_units = ds["step_size"].attrs.get("units", "1")
     for variable in result.data_vars.values():  # step sizes in the store's time unit; counts, CFL numbers, shares: 1
         variable.attrs["units"] = step_units if str(variable.name).endswith("step_size") else "1"
-    result.attrs = {k: _python(ds.attrs[k]) for k in PROVENANCE_ATTRS if k in ds.attrs}
+    result.attrs = {k: python_value(ds.attrs[k]) for k in PROVENANCE_ATTRS if k in ds.attrs}
     result.attrs["title"] = f"diffsweep stability maps: {ds.attrs.get('sweep_name', '')}".strip()
     result.attrs["step_axis"] = axis
     result.attrs[MAPS_FORMAT_ATTR] = MAPS_FORMAT

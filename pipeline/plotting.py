@@ -142,7 +142,7 @@ def axis_label(coordinate: xr.DataArray) -> str:
 
 
 def _format(value: Any) -> str:
-    value = maps._python(value) if isinstance(value, (np.generic, np.ndarray)) else value
+    value = maps.python_value(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
