@@ -213,12 +213,13 @@ def test_model_key_as_axis_in_model_or_in_sweep_is_the_same_sweep():
     assert in_model == in_sweep
     assert in_model.sha256 == in_sweep.sha256
     assert in_model.cells_max == 64
-    assert in_model.model_value("cells", {"cells": 1}) == 32
-    assert in_model.model_value("dims") == 1
+    assert in_model.run_model({"cells": 32}).cells == 32
+    assert in_model.run_model({"cells": 32}).dims == 1
+    assert [model.cells for model in in_model.run_models()] == [16, 32, 64]
     assert in_model.model_values("cells") == (16, 32, 64)
     assert in_model.model_values("scheme") == ("ftcs",)
-    with pytest.raises(KeyError, match="swept"):
-        in_model.model_value("cells")
+    with pytest.raises(KeyError, match="swept model keys need a value: cells"):
+        in_model.run_model()
 
 
 def test_model_axis_forms_in_model_section():

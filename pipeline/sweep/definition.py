@@ -453,20 +453,6 @@ class Sweep:
         """Whether ``key`` is an axis of this sweep."""
         return key in self.axis_names
 
-    def model_value(self, key: str, index: Mapping[str, int] | None = None) -> Any:
-        """The value of model ``key``: the fixed one, or the swept one at ``index[key]``.
-
-        ``index`` maps axis names to integer positions; it is needed only when ``key``
-        is swept.
-        """
-        if key not in MODEL_KEYS:
-            raise KeyError(f"{key!r} is not a model key (keys: {', '.join(MODEL_KEYS)})")
-        if not self.is_swept(key):
-            return getattr(self.model, key)
-        if index is None or key not in index:
-            raise KeyError(f"model key {key!r} is swept; give its position in index")
-        return self.axis(key).values[index[key]]
-
     def run_model(self, swept: Mapping[str, Any] | None = None) -> RunModel:
         """The complete model of a run: fixed keys from :attr:`model`, swept ones from ``swept``.
 
