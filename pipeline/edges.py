@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.diagnostics import DIVERGENT, OSCILLATING
+from pipeline.layout import cfl_number, step_size_from_cfl
 from pipeline.numerics import stability_bound
 from pipeline.sweep import MODEL_KEYS, RunModel
 from pipeline.zarr_warnings import expected_zarr_warnings_silenced
@@ -116,10 +117,11 @@ def exact_bound_cfl(ds: xr.Dataset) -> xr.DataArray:
     return per_model(ds, ds["coefficient"], bound)
 
 
-def _cell_width_squared(ds: xr.Dataset, like: xr.DataArray) -> xr.DataArray:
+def _cell_width(ds: xr.Dataset) -> xr.DataArray:
+    """``dx`` of every model, over the swept model keys."""
     from pipeline.maps import per_model
 
-    return per_model(ds, like, lambda model, values: np.full(np.shape(values), model.dx**2))
+    return per_model(ds, xr.DataArray(0.0), lambda model, values: np.full(np.shape(values), model.dx))
 
 
 def edges(ds: xr.Dataset, refinement: xr.Dataset | None = None) -> xr.Dataset:
@@ -163,19 +165,18 @@ def edges(ds: xr.Dataset, refinement: xr.Dataset | None = None) -> xr.Dataset:
         result[f"{edge}_censored"] = low.isnull() | high.isnull()
         result[f"{edge}_refined"] = refined.transpose(*low.dims)
         result[f"{edge}_search_limit"] = search_limit.transpose(*low.dims)
-    template = result[f"divergence_{axis}_low"]
     coefficient = ds["coefficient"].reset_coords(drop=True)
-    dx2 = _cell_width_squared(ds, xr.zeros_like(template.isel(steps=0, drop=True), dtype=float))
+    dx = _cell_width(ds)
     for edge in EDGES:
         for side in ("low", "high"):
             value = result[f"{edge}_{axis}_{side}"]
             if axis == "cfl":
-                result[f"{edge}_step_size_{side}"] = value * dx2 / coefficient
+                result[f"{edge}_step_size_{side}"] = step_size_from_cfl(coefficient, value, dx).transpose(*value.dims)
             else:
-                result[f"{edge}_cfl_{side}"] = value * coefficient / dx2
+                result[f"{edge}_cfl_{side}"] = cfl_number(coefficient, value, dx).transpose(*value.dims)
     bound = exact_bound_cfl(ds)
     result["bound_cfl"] = bound
-    result["bound_step_size"] = bound * dx2 / coefficient
+    result["bound_step_size"] = step_size_from_cfl(coefficient, bound, dx).transpose(*bound.dims)
     return result
 
 
@@ -247,16 +248,21 @@ def cheapest_record(ds: xr.Dataset, refined: xr.Dataset, axis: str) -> dict[str,
     coords = {key: refined[key] for key in MODEL_KEYS if key in refined.coords}
     model = run_model(xr.Dataset(coords=coords, attrs=ds.attrs))
     coefficient = float(np.asarray(refined["coefficient"].values))
-    to_step = (model.dx**2 / coefficient) if axis == "cfl" else 1.0
-    value = float(np.asarray(refined["cheapest_value"].values))
-    low = _number(refined["cheapest_bracket_low"].values)
-    high = _number(refined["cheapest_bracket_high"].values)
-    step_size = value * to_step
+
+    def to_step(value: float | None) -> float | None:
+        if value is None or axis != "cfl":
+            return value
+        return float(step_size_from_cfl(coefficient, value, model.dx))
+
+    step_size = to_step(float(np.asarray(refined["cheapest_value"].values)))
+    assert step_size is not None
+    low = to_step(_number(refined["cheapest_bracket_low"].values))
+    high = to_step(_number(refined["cheapest_bracket_high"].values))
     return {
         "step_size": step_size,
-        "cfl": step_size * coefficient / model.dx**2,
+        "cfl": float(cfl_number(coefficient, step_size, model.dx)),
         "steps": steps,
-        "bracket": [None if low is None else low * to_step, None if high is None else high * to_step],
+        "bracket": [low, high],
         "censored": flag == _UNSTABLE_THROUGHOUT,
         "refined": True,
     }

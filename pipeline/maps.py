@@ -46,6 +46,7 @@ import xarray as xr
 
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import ArgumentNaming, MapError, StoreError
+from pipeline.layout import cfl_number, step_size_from_cfl
 from pipeline.numerics import equilibrium_steps, initial_condition
 from pipeline.sweep import CASE, MODEL_KEYS, STEP_AXES, RunModel
 from pipeline.zarr_warnings import expected_zarr_warnings_silenced
@@ -618,7 +619,7 @@ def theory_max_cfl(ds: xr.Dataset) -> xr.DataArray:
     def limit(model: RunModel, values: np.ndarray) -> np.ndarray:
         bound = model.stability_limit
         if model.step_size_limit is not None:  # langevin: k dt = 2, i.e. r = 2 D / (k dx²)
-            return model.step_size_limit * values / model.dx**2
+            return cfl_number(values, model.step_size_limit, model.dx)
         return np.full(np.shape(values), np.nan if bound is None else bound)
 
     if ("confinement" in ds.attrs and float(ds.attrs["confinement"]) > 0) or "confinement" in ds["status"].dims:
@@ -637,7 +638,7 @@ def theory_max_step_size(ds: xr.Dataset) -> xr.DataArray:
             return np.full(np.shape(coefficient), model.step_size_limit)
         if bound is None:
             return np.full(np.shape(coefficient), np.nan)
-        return bound * model.dx**2 / coefficient
+        return step_size_from_cfl(coefficient, bound, model.dx)
 
     return per_model(ds, ds["coefficient"], limit, keys=("scheme", "dims", "cells", "length", "confinement"))
 

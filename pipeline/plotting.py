@@ -33,6 +33,7 @@ import xarray as xr
 
 from pipeline import edges, maps
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
+from pipeline.layout import cfl_number, step_size_from_cfl
 from pipeline.numerics import stability_bound
 
 __all__ = [
@@ -360,7 +361,7 @@ def _theory(panel: xr.Dataset, x: str, y: str, ax: Any, scales: Mapping[str, str
             bound[where] = r[where] / exact
         if model.step_size_limit is not None:  # k dt / 2 = (r dx² / D) / (2 / k)
             coefficient = _coordinate(frame, point, where, "coefficient")
-            drift[where] = r[where] * model.dx**2 / coefficient / model.step_size_limit
+            drift[where] = step_size_from_cfl(coefficient, r[where], model.dx) / model.step_size_limit
         count = steps if "steps" not in point else point["steps"][where]
         if count is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -393,7 +394,7 @@ def _cfl(frame: xr.Dataset, point: Mapping[str, np.ndarray], where: np.ndarray, 
     if "cfl" in point or ("step_size" not in point and "time" not in point and frame["cfl"].size == 1):
         return np.broadcast_to(np.asarray(value("cfl"), float), where.sum()).copy()
     step_size = value("time") / value("steps") if "time" in point else value("step_size")
-    return np.asarray(value("coefficient") * step_size / model.dx**2, float) * np.ones(where.sum())
+    return np.asarray(cfl_number(value("coefficient"), step_size, model.dx), float) * np.ones(where.sum())
 
 
 def _contour(ax: Any, xs: np.ndarray, ys: np.ndarray, ratio: np.ndarray, style: LineStyle) -> None:

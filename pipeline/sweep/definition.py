@@ -205,8 +205,8 @@ class RunModel:
 
     @property
     def dx(self) -> float:
-        """Cell width, ``length / cells``."""
-        return self.length / self.cells
+        """Cell width, ``length / cells``: :attr:`grid`'s (imports the numerics)."""
+        return float(self.grid.dx)
 
     @property
     def cells_total(self) -> int:
