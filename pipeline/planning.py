@@ -197,7 +197,7 @@ class Plan:
     @property
     def memory_per_task(self) -> int:
         """Peak bytes one task holds (largest grid in the sweep)."""
-        return self.runs_per_task * self.sweep.memory_per_run()
+        return self.sweep.task_memory(self.runs_per_task)
 
     @property
     def core_seconds(self) -> float:
@@ -295,28 +295,25 @@ def plan(sweep: Sweep, *, parallelism: int | None = None, memory_limit: int | No
         refuses a run that cannot fit).
     """
     parallelism = parallelism or os.cpu_count() or 1
+    run_dims = sweep.run_dims  # (coefficient, step axis), or (case,) when zipped
+    if any(name in dict(sweep.chunks) for name in run_dims):  # the sweep's own chunks
+        return Plan(sweep=sweep, chunks=sweep.chunk_shape, parallelism=parallelism)
     names = sweep.axis_names
-    given = dict(sweep.chunks)
     chunks = dict(zip(names, sweep.shape, strict=True))
     for name in sweep.swept_model_keys:
         chunks[name] = 1
     models = sweep.run_models()
-
-    run_dims = sweep.run_dims  # (coefficient, step axis), or (case,) when zipped
-    if any(name in given for name in run_dims):
-        chunks.update({name: given[name] for name in run_dims if name in given})
-    else:
-        per_run = max(seconds_per_run(sweep, model) for model in models)
-        runs = max(1, int(TARGET_BLOCK_SECONDS / per_run))
-        total = len(models) * sweep.runs_per_model
-        balanced = math.ceil(total / (4 * parallelism))
-        runs = min(runs, max(balanced, int(MIN_BLOCK_SECONDS / per_run), 1))
-        budget = MAX_BLOCK_BYTES
-        if memory_limit is not None:
-            budget = min(budget, memory_limit - WORKER_BASELINE_BYTES)
-        runs = max(1, min(runs, budget // sweep.memory_per_run()))
-        # fill the innermost run dimension first (the step axis, or the cases)
-        for name in reversed(run_dims):
-            chunks[name] = max(1, min(chunks[name], runs))
-            runs //= chunks[name]
+    per_run = max(seconds_per_run(sweep, model) for model in models)
+    runs = max(1, int(TARGET_BLOCK_SECONDS / per_run))
+    total = len(models) * sweep.runs_per_model
+    balanced = math.ceil(total / (4 * parallelism))
+    runs = min(runs, max(balanced, int(MIN_BLOCK_SECONDS / per_run), 1))
+    budget = MAX_BLOCK_BYTES
+    if memory_limit is not None:
+        budget = min(budget, memory_limit - WORKER_BASELINE_BYTES)
+    runs = max(1, min(runs, budget // sweep.memory_per_run()))
+    # fill the innermost run dimension first (the step axis, or the cases)
+    for name in reversed(run_dims):
+        chunks[name] = max(1, min(chunks[name], runs))
+        runs //= chunks[name]
     return Plan(sweep=sweep, chunks=tuple(chunks[n] for n in names), parallelism=parallelism)

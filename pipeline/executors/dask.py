@@ -110,7 +110,7 @@ class DaskExecutor:
 
         from pipeline.planning import WORKER_BASELINE_BYTES
 
-        estimate = block.n_runs * plan.sweep.memory_per_run()
+        estimate = plan.sweep.task_memory(block.n_runs)
         try:  # the nanny's memory restarts since this run began (other runs' blocks too, if any)
             mine = [event for when, event in self.client.get_events(MEMORY_RESTART_EVENT) if when >= self._started]
         except Exception:  # a scheduler that keeps no events: say what is known

@@ -499,7 +499,10 @@ class Sweep:
     @property
     def chunk_shape(self) -> tuple[int, ...]:
         """Runs per task along every axis: the explicit chunk, else the whole axis; 1
-        along a swept model key, which always splits tasks (a task has one model)."""
+        along a swept model key, which always splits tasks (a task has one model).
+
+        The blocks of :func:`pipeline.planning.plan` when :attr:`chunks` names a run axis.
+        """
         explicit = dict(self.chunks)
         return tuple(
             1 if axis.name in MODEL_KEYS else explicit.get(axis.name, len(axis.values))
@@ -540,9 +543,13 @@ class Sweep:
         """Fields one run stores under :attr:`output` (see :meth:`Output.fields_per_run`)."""
         return self.output.fields_per_run(len(self.checkpoints))
 
+    def task_memory(self, runs: int, fields: str | None = None) -> int:
+        """Estimated peak bytes of a task that computes ``runs`` runs (the largest grid's)."""
+        return runs * self.memory_per_run(fields)
+
     def memory_per_task(self, fields: str | None = None) -> int:
         """Estimated bytes of one task under :attr:`chunk_shape`."""
-        return self.runs_per_task * self.memory_per_run(fields)
+        return self.task_memory(self.runs_per_task, fields)
 
     # ---- identity
 
