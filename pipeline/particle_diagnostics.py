@@ -181,11 +181,11 @@ def measure_particles(
     batch: Batch,
     checkpoints: Sequence[int],
     *,
+    criteria: Criteria = Criteria(),
+    keep_fields: str = "none",
     particles: int,
     confinement: float,
     keys: np.ndarray,
-    criteria: Criteria = Criteria(),
-    keep_fields: str = "none",
 ) -> dict[str, np.ndarray]:
     """Run a batch of particle runs once and measure it at every checkpoint.
 
