@@ -159,6 +159,21 @@ class MapError(DiffsweepError, ValueError):
     """
 
 
+#: what to do about a damaged store (every message about damage ends with it); the library
+#: speaks of its functions and arguments, the command line shows its own commands instead
+REPAIR_HINT = (
+    "`pipeline.verify.verify(store)` lists the damage and `pipeline.runner.run_sweep` with "
+    "resume=True and repair=True recomputes it"
+)
+#: what an interrupted creation left, and what to do about it
+UNFINISHED_HINT = (
+    "is a diffsweep store whose creation was interrupted before any block was computed; "
+    "running the same sweep with resume=True, or with overwrite=True, creates it again"
+)
+#: how a store that is not finished (or whose consolidation was interrupted) is finished
+RESUME_HINT = "running the same sweep again with resume=True"
+
+
 def first_line(error: BaseException) -> str:
     """The first line of ``error``'s message, or its type's name if it has none."""
     text = str(error).strip()

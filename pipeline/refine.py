@@ -32,7 +32,7 @@ import zarr
 
 from pipeline import __version__, store
 from pipeline.diagnostics import EQUILIBRIUM, OSCILLATING
-from pipeline.errors import RefineError, StoreError
+from pipeline.errors import RESUME_HINT, RefineError, StoreError
 from pipeline.executors import Executor, InProcessExecutor
 from pipeline.layout import axis_array, coordinate_attributes
 from pipeline.search import (
@@ -270,8 +270,7 @@ def prepare(url: str, request: Request, storage_options: Mapping[str, Any] | Non
     done, total = store.completion(url, storage_options)
     if done != total:
         raise StoreError(
-            f"{_refusal_prefix(url)}: only {done} of {total} blocks are stored; finish it first "
-            "(diffsweep run SWEEP -o STORE --resume)"
+            f"{_refusal_prefix(url)}: only {done} of {total} blocks are stored; finish it first ({RESUME_HINT})"
         )
     sweep = parse_sweep(str(attrs.get("sweep_definition", "")), source=f"{url} (sweep_definition)")
     if sweep.sha256 != attrs.get("sweep_hash"):

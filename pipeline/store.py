@@ -41,6 +41,8 @@ from pipeline.compute import BlockFailure
 from pipeline.diagnostics import FAILED as FAILED_STATUS
 from pipeline.diagnostics import NOT_COMPUTED, STATUS_NAMES
 from pipeline.errors import (
+    REPAIR_HINT,
+    UNFINISHED_HINT,
     StoreDamagedError,
     StoreError,
     StoreExistsError,
@@ -196,13 +198,6 @@ def _completed(url: str, storage_options: Mapping[str, Any] | None) -> np.ndarra
     return values
 
 
-#: what to do about a damaged store (every message about damage ends with it)
-REPAIR_HINT = (
-    "`diffsweep verify STORE` lists the damage and `diffsweep run SWEEP -o STORE --resume --repair` "
-    "recomputes it"
-)
-
-
 def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True when something is at ``url`` (a diffsweep store, unfinished or not, or anything else)."""
     return inspect(url, storage_options).kind != "absent"
@@ -227,13 +222,6 @@ def read_attributes(url: str, storage_options: Mapping[str, Any] | None = None) 
     if found.kind == "unfinished":
         raise StoreError(f"{url!r} {UNFINISHED_HINT}")
     return dict(found.attrs)
-
-
-#: what an interrupted creation left, and what to do about it
-UNFINISHED_HINT = (
-    "is a diffsweep store whose creation was interrupted before any block was computed; "
-    "`diffsweep run SWEEP -o STORE --resume` (the same sweep) or `--overwrite` creates it again"
-)
 
 
 def completion(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, int]:

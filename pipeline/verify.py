@@ -37,7 +37,7 @@ import zarr
 
 from pipeline import consolidate as consolidation
 from pipeline import store
-from pipeline.errors import DiffsweepError, StoreDamagedError, SweepError
+from pipeline.errors import RESUME_HINT, DiffsweepError, StoreDamagedError, SweepError
 from pipeline.layout import VariableLayout
 from pipeline.planning import Block, Plan
 from pipeline.sweep import parse_sweep
@@ -207,7 +207,7 @@ def verify(
         report.problems.append(
             Problem(
                 "consolidation", f"was interrupted ({record.state}); every value is still stored, "
-                "and `diffsweep run SWEEP -o STORE --resume` finishes it", "consolidate", (), consolidation.RECORD,
+                f"and {RESUME_HINT} finishes it", "consolidate", (), consolidation.RECORD,
             )
         )
     arrays: dict[str, zarr.Array] = {}

@@ -118,7 +118,7 @@ def test_missing_incomplete_and_foreign_stores_are_refused(tmp_path: Path) -> No
     (not_zarr / "a.txt").write_text("hello")
     cases = {
         tmp_path / "missing.zarr": "no results store",
-        incomplete: "only 0 of 1 blocks are stored",
+        incomplete: "only 0 of 1 blocks are stored; finish it first (`diffsweep run SWEEP -o STORE --resume`)",
         foreign: "not a diffsweep results store",
         not_zarr: "not",
     }

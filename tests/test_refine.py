@@ -280,7 +280,7 @@ def test_refusals_name_the_problem_and_leave_the_store_untouched(tmp_path: Path)
     with pytest.raises(StoreError, match="no results store"):
         refine.prepare(str(tmp_path / "missing.zarr"), refine.Request())
     incomplete = compute_store(SMALL, tmp_path / "incomplete.zarr", blocks=0)
-    with pytest.raises(StoreError, match="only 0 of 1 blocks are stored"):
+    with pytest.raises(StoreError, match=r"only 0 of 1 blocks are stored; finish it first \(running the same sweep again with resume=True\)"):
         refine.prepare(incomplete, refine.Request())
     foreign = tmp_path / "foreign.zarr"
     zarr.open_group(str(foreign), mode="w").attrs["hello"] = "world"

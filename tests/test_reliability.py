@@ -409,6 +409,9 @@ def test_consolidating_over_an_array_that_lost_its_metadata_is_refused(sweeps, t
     assert tree_digest(store) == before
     # damaged content is a ValueError, never an OSError (which a run reads as a failing disk)
     assert isinstance(caught.value, ValueError) and not isinstance(caught.value, OSError)
+    # the library names its functions and arguments; the command line says `diffsweep run ... --repair`
+    assert str(caught.value).endswith("`pipeline.runner.run_sweep` with resume=True and repair=True recomputes it")
+    assert "--" not in str(caught.value)
 
 
 def test_a_changed_completion_record_is_a_clear_error_and_resume_recomputes(sweeps, tmp_path: Path) -> None:

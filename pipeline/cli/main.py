@@ -17,7 +17,15 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.errors import ArgumentNaming, ComputationError, DiffsweepError, first_line
+from pipeline.errors import (
+    REPAIR_HINT,
+    RESUME_HINT,
+    UNFINISHED_HINT,
+    ArgumentNaming,
+    ComputationError,
+    DiffsweepError,
+    first_line,
+)
 
 #: command name -> "module:attribute" of its click command
 COMMANDS = {
@@ -38,11 +46,31 @@ def flag_name(argument: str) -> str:
     return "--" + argument.replace("_", "-")
 
 
+#: the library's hints (which name its functions and arguments) as the command line says them
+COMMAND_HINTS = {
+    REPAIR_HINT: (
+        "`diffsweep verify STORE` lists the damage and `diffsweep run SWEEP -o STORE --resume --repair` "
+        "recomputes it"
+    ),
+    UNFINISHED_HINT: (
+        "is a diffsweep store whose creation was interrupted before any block was computed; "
+        "`diffsweep run SWEEP -o STORE --resume` (the same sweep) or `--overwrite` creates it again"
+    ),
+    RESUME_HINT: "`diffsweep run SWEEP -o STORE --resume`",
+}
+
+
+def command_wording(text: str) -> str:
+    """``text`` with each library hint (:data:`COMMAND_HINTS`) in the command line's words."""
+    for hint, command in COMMAND_HINTS.items():
+        text = text.replace(hint, command)
+    return text
+
+
 def error_line(error: BaseException) -> str:
-    """``error``'s message as the command line shows it: arguments named as flags."""
-    if isinstance(error, ArgumentNaming):
-        return error.naming(flag_name)
-    return str(error)
+    """``error``'s message as the command line shows it: hints as commands, arguments as flags."""
+    text = error.naming(flag_name) if isinstance(error, ArgumentNaming) else str(error)
+    return command_wording(text)
 
 
 class DiffsweepGroup(click.Group):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.cli.cluster_options import cluster_options, echo_warning
-from pipeline.cli.main import DEBUG_KEY
+from pipeline.cli.main import DEBUG_KEY, command_wording
 from pipeline.cli.options import debug_option, memory_limit_option, set_option, sweep_argument
 from pipeline.cli.progress import DEFAULT_INTERVAL, RunProgress, choose_mode
 from pipeline.errors import ClusterLostError
@@ -262,7 +262,7 @@ def _flag_wording() -> Iterator[None]:
     try:
         yield
     except StoreError as error:
-        message = str(error)
+        message = command_wording(str(error))  # the hints first: they name arguments too
         for argument, flag in ARGUMENT_FLAGS.items():
             message = message.replace(argument, flag)
         if message == str(error):

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pipeline.cli.cluster_options import storage_options_option
+from pipeline.cli.main import command_wording
 from pipeline.cli.options import debug_option, store_argument
 
 
@@ -67,8 +68,8 @@ def status(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
         shown = problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
         click.echo(f"Warning: a quick check found {len(problems)} problems:", err=True)
         for line in shown:
-            click.echo(f"  {line}", err=True)
-        click.echo(f"  {stores.REPAIR_HINT}", err=True)
+            click.echo(f"  {command_wording(line)}", err=True)
+        click.echo(f"  {command_wording(stores.REPAIR_HINT)}", err=True)
 
 
 def _layout(attrs: dict[str, Any]) -> str:

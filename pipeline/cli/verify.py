@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.cli.cluster_options import storage_options_option
+from pipeline.cli.main import command_wording
 from pipeline.cli.options import debug_option, store_argument
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,12 +76,13 @@ def verify(store: str, quick: bool, as_json: bool, storage_options: dict[str, An
             "chunks_checked": report.chunks_checked,
             "bad_blocks": None if bad is None else sorted(list(index) for index in bad),
             "problems": [
-                {"where": p.where, "what": p.what, "repair": p.repair, "name": p.name} for p in report.problems
+                {"where": p.where, "what": command_wording(p.what), "repair": p.repair, "name": p.name}
+                for p in report.problems
             ],
         }, indent=2))
     else:
         for problem in report.problems:
-            click.echo(f"BAD  {problem}")
-        click.echo(report.summary())
+            click.echo(f"BAD  {command_wording(str(problem))}")
+        click.echo(command_wording(report.summary()))
     if not report.ok:
         click.get_current_context().exit(1)
