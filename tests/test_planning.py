@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from conftest import SMALL_SWEEP
 from plan_cases import sweep_texts
-from hypothesis import example, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import planning
 from pipeline.compute import compute_block
+from pipeline.errors import SweepError
 from pipeline.numerics import Batch, Grid, discrete_solution, initial_condition
-from pipeline.sweep import DEFAULT_MEMORY_LIMIT, parse_sweep
+from pipeline.sweep import DEFAULT_MEMORY_LIMIT, WORKER_BASELINE_BYTES, parse_sweep
 
 
 def test_keys_are_identical_across_builds_and_change_with_the_sweep() -> None:
@@ -148,6 +149,35 @@ def test_every_automatic_block_fits_the_memory_bound(text: str, parallelism: int
     else:  # automatic blocks: within MAX_BLOCK_BYTES, unless a single run is larger
         assert largest * per_run <= planning.MAX_BLOCK_BYTES or largest == 1
     assert plan.memory_per_task == largest * per_run
+
+
+@PLANS
+@given(text=sweep_texts(), parallelism=st.integers(1, 16),
+       limit=st.floats(20, 36).map(lambda power: WORKER_BASELINE_BYTES + int(2**power)))  # +1 MiB to +64 GiB
+@example(text=MEMORY_BOUND, parallelism=1, limit=WORKER_BASELINE_BYTES + 2**20)
+@example(text=SWEPT_MODEL_CHUNKS, parallelism=1, limit=WORKER_BASELINE_BYTES + 2**20)
+@example(text=SWEPT_MODEL_CHUNKS, parallelism=4, limit=WORKER_BASELINE_BYTES + 64 * 2**20)
+def test_every_block_fits_the_memory_limit_less_the_baseline_or_the_sweep_is_refused(
+    text: str, parallelism: int, limit: int
+) -> None:
+    # what `diffsweep run --memory-limit` does: the parser checks one run (and explicit
+    # chunks) against the limit less the worker's baseline, then the planner sizes blocks
+    free = limit - WORKER_BASELINE_BYTES
+    unchecked = parse_sweep(text)
+    per_run = unchecked.memory_per_run()
+    too_big = per_run > free or (bool(unchecked.chunks) and unchecked.memory_per_task() > free)
+    try:
+        sweep = parse_sweep(text, memory_limit=limit, worker_baseline=WORKER_BASELINE_BYTES)
+    except SweepError as error:
+        event("refused: one run or an explicit task does not fit")
+        assert too_big, error
+        assert "needs about" in str(error) and "a dask worker uses itself" in str(error), error
+        return
+    assert not too_big
+    plan = planning.plan(sweep, parallelism=parallelism, memory_limit=limit)
+    event("planned: more than one block" if plan.n_blocks > 1 else "planned: one block")
+    assert all(sweep.task_memory(block.n_runs) <= free for block in plan.blocks())
+    assert plan.memory_per_task <= free
 
 
 @PLANS
