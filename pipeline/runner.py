@@ -330,6 +330,7 @@ def run_sweep(
     on_start: Callable[[int], None] | None = None,
     repair: bool = False,
     consolidate: bool | None = None,
+    on_computed: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Compute every block of ``plan`` not yet in the store at ``url``, holding its lock.
 
@@ -356,6 +357,10 @@ def run_sweep(
         for analysis (:mod:`pipeline.consolidate`); ``None``: when it has more than
         :data:`~pipeline.consolidate.AUTO_ABOVE_BLOCKS` blocks. An interrupted
         consolidation is always finished.
+    on_computed
+        Called once the blocks are computed and stored, before the consolidation: it
+        runs in this process and needs no workers, so a caller can release its cluster
+        here (the workers' memory is then not held while the store is rewritten).
 
     Raises
     ------
@@ -406,6 +411,8 @@ def run_sweep(
             raise
         if failed or store.failures(url, storage_options):  # flag them; forget those retried successfully
             store.record_failures(url, plan, failed, storage_options)
+        if on_computed is not None:
+            on_computed()
         summary = summarise(whole_store=len(finished) < plan.n_blocks)
         if not failed:
             summary.consolidation = _consolidate(url, plan, consolidate, storage_options)

@@ -221,3 +221,49 @@ def test_run_consolidate_flag_consolidates_and_reports_it(small_sweep: Path, tmp
     again = CliRunner().invoke(cli, ["run", str(small_sweep), "-o", str(out), "--resume", "--in-process"])
     assert again.exit_code == 0, again.output
     assert "Nothing to compute" in again.stdout and "consolidated for analysis" not in again.stdout
+
+
+def test_the_caller_can_release_its_workers_once_every_block_is_stored_and_before_consolidating(
+    tmp_path: Path,
+) -> None:
+    """``on_computed`` comes once, when the store is complete and not yet consolidated."""
+    path = tmp_path / "released.zarr"
+    plan = make_plan(parse_sweep(SMALL_SWEEP), parallelism=1)
+    seen = []
+
+    def computed() -> None:
+        done, total = store.completion(str(path))
+        seen.append((done, total, consolidation.read_record(store.read_attributes(str(path)))))
+
+    summary = runner.run_sweep(plan, str(path), executor=InProcessExecutor(), consolidate=True, on_computed=computed)
+    assert seen == [(plan.n_blocks, plan.n_blocks, None)]  # complete, consolidation not begun
+    assert summary.consolidation is not None
+    assert consolidation.read_record(store.read_attributes(str(path))).state == "done"
+
+
+@pytest.mark.cluster
+def test_run_closes_its_local_cluster_before_consolidating(small_sweep: Path, tmp_path: Path) -> None:
+    """The consolidation runs in the run's own process: the worker processes are gone by
+    then, so their memory is not held while the store is rewritten."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cluster.zarr"
+    code = (
+        "import sys, psutil\n"
+        "from pipeline import consolidate\n"
+        "from pipeline.cli.main import cli\n"
+        "finish = consolidate.finish\n"
+        "def watched(*args, **kwargs):\n"
+        "    workers = [p for p in psutil.Process().children(recursive=True)\n"
+        "               if p.is_running() and 'spawn_main' in ' '.join(p.cmdline())]\n"
+        "    print('worker processes at consolidation:', len(workers), file=sys.stderr)\n"
+        "    return finish(*args, **kwargs)\n"
+        "consolidate.finish = watched\n"
+        f"cli(['run', {str(small_sweep)!r}, '-o', {str(out)!r}, '--workers', '2', '--processes', '--consolidate', "
+        "'--no-progress'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "worker processes at consolidation: 0" in done.stderr, done.stderr
+    assert "consolidated for analysis" in done.stdout

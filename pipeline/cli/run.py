@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +136,7 @@ def run(
     )
     stop = _StopReport(command, url, storage_options, reporter)
 
-    def execute_with(executor: Executor) -> runner.RunSummary:
+    def execute_with(executor: Executor, release: Callable[[], None] | None = None) -> runner.RunSummary:
         plan = runner.plan_for_store(
             sweep, url, parallelism=executor.parallelism, resume=resume, storage_options=storage_options,
             memory_limit=memory_limit,
@@ -150,14 +150,20 @@ def run(
             stop.blocks_total = plan.n_blocks
             reporter.start(blocks_to_compute, plan.n_blocks)
 
+        def computed() -> None:
+            reporter.close()  # before the cluster closes: the bar's time is the computation's
+            if release is not None:
+                release()
+
         try:
             with _flag_wording():
                 return runner.run_sweep(
                     plan, url, executor=executor, resume=resume, overwrite=overwrite, repair=repair,
-                    consolidate=consolidate, storage_options=storage_options, progress=reporter.block_done, on_start=on_start,
+                    consolidate=consolidate, storage_options=storage_options, progress=reporter.block_done,
+                    on_start=on_start, on_computed=computed,
                 )
         finally:
-            reporter.close()  # before the cluster closes: the bar's time is the run's
+            reporter.close()
 
     try:
         with interruptions.stopped_quietly(quiet=quiet, on_second_interrupt=stop.interrupted_line), reporter:
@@ -183,7 +189,15 @@ def run(
                                 quiet_local_workers(client)
                             # bounded like every wait on the cluster: by the worker timeout
                             check_store_writable(client, url, storage_options, timeout=cluster.worker_wait)
-                            summary = execute_with(DaskExecutor(client))
+
+                            def release_cluster() -> None:
+                                """The consolidation needs no workers: free them (and a batch
+                                system's jobs) before the store is rewritten."""
+                                if quiet:
+                                    interruptions.silence_cluster_logs()
+                                cluster_open.close()
+
+                            summary = execute_with(DaskExecutor(client), release_cluster)
                         finally:
                             if quiet:  # what dask says while its cluster closes is not for the user
                                 interruptions.silence_cluster_logs()
