@@ -346,6 +346,19 @@ def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@contextlib.contextmanager
+def _diffsweep_running(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``diffsweep run ARGS`` in the background (stdout and stderr piped, text); killed
+    on leaving the block if it is still running (a failed assertion, a timeout)."""
+    run = subprocess.Popen(["diffsweep", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
 @pytest.fixture(scope="module")
 def minimal_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sweep_cases import GOOD_MINIMAL
@@ -431,19 +444,13 @@ def test_sigkill_a_worker_while_blocks_run(
 
     with open_client(ClusterSpec(scheduler=tcp_cluster.address)) as watcher:
         worker_pids = watcher.run(os.getpid)  # worker address -> pid (the nanny's child)
-        run = subprocess.Popen(
-            ["diffsweep", "run", str(sweep), "-o", str(store), "--no-progress",
-             "--scheduler", tcp_cluster.address],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
+        with _diffsweep_running(
+            str(sweep), "-o", str(store), "--no-progress",
+            "--scheduler", tcp_cluster.address,
+        ) as run:  # fmt: skip
             victim = _busy_worker(watcher, run)
             os.kill(worker_pids[victim], signal.SIGKILL)
             _stdout, stderr = run.communicate(timeout=240)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.communicate()
         assert run.returncode == 0, stderr
         # the nanny restarts the killed worker: the cluster is whole again afterwards
         watcher.wait_for_workers(2, timeout=60)
@@ -592,12 +599,10 @@ def test_cli_refuses_a_listener_that_is_not_dask_in_one_line_within_10_s(
 def test_ctrl_c_while_connecting_exits_at_once(
     silent_listener: NotDask, minimal_sweep: Path, tmp_path: Path
 ) -> None:
-    run = subprocess.Popen(
-        ["diffsweep", "run", str(minimal_sweep), "-o", str(tmp_path / "x.zarr"),
-         "--scheduler", silent_listener.address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    with _diffsweep_running(
+        str(minimal_sweep), "-o", str(tmp_path / "x.zarr"),
+        "--scheduler", silent_listener.address,
+    ) as run:  # fmt: skip
         deadline = time.monotonic() + 60
         while not silent_listener.connections and time.monotonic() < deadline:
             time.sleep(0.05)  # until the client is inside the handshake
@@ -606,10 +611,6 @@ def test_ctrl_c_while_connecting_exits_at_once(
         run.send_signal(signal.SIGINT)
         _stdout, stderr = run.communicate(timeout=30)
         elapsed = time.monotonic() - interrupted
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 130, stderr
     (line,) = _error_lines(stderr)
     assert line == (
@@ -657,12 +658,10 @@ def test_a_worker_that_joins_in_time_is_waited_for(
     lonely_scheduler: DaskProcesses, minimal_sweep: Path, local_reference: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "late.zarr"
-    run = subprocess.Popen(
-        ["diffsweep", "run", str(minimal_sweep), "-o", str(store), "--no-progress",
-         "--scheduler", lonely_scheduler.address, "--worker-timeout", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    with _diffsweep_running(
+        str(minimal_sweep), "-o", str(store), "--no-progress",
+        "--scheduler", lonely_scheduler.address, "--worker-timeout", "120",
+    ) as run:  # fmt: skip
         _wait_for_another_client(lonely_scheduler.address, run)
         time.sleep(1)  # diffsweep is connected and waiting for a worker
         assert run.poll() is None, run.communicate()
@@ -674,10 +673,6 @@ def test_a_worker_that_joins_in_time_is_waited_for(
             )
         )  # fmt: skip
         _stdout, stderr = run.communicate(timeout=180)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, stderr
     _assert_same_results(store, local_reference)
 
@@ -707,21 +702,15 @@ def test_losing_every_worker_mid_run_exits_1_with_the_resume_command(
     try:
         with open_client(cluster.spec()) as watcher:
             (worker_pid,) = watcher.run(os.getpid).values()
-            run = subprocess.Popen(
-                ["diffsweep", "run", str(long_sweep), "-o", str(store), "--no-progress",
-                 "--scheduler", cluster.address, "--worker-timeout", "3"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            try:
+            with _diffsweep_running(
+                str(long_sweep), "-o", str(store), "--no-progress",
+                "--scheduler", cluster.address, "--worker-timeout", "3",
+            ) as run:  # fmt: skip
                 _busy_worker(watcher, run)
                 os.kill(worker_pid, signal.SIGKILL)
                 killed = time.monotonic()
                 _stdout, stderr = run.communicate(timeout=120)
                 elapsed = time.monotonic() - killed
-            finally:
-                if run.poll() is None:
-                    run.kill()
-                    run.communicate()
     finally:
         cluster.stop()
     assert run.returncode == 1, stderr
@@ -750,27 +739,16 @@ def test_a_scheduler_killed_mid_run_exits_1_with_the_resume_command(
     cluster = start_dask(tmp_path / "doomed", workers=1)
     store = tmp_path / "interrupted.zarr"
     try:
-        with open_client(cluster.spec()) as watcher:
-            run = subprocess.Popen(
-                ["diffsweep", "run", str(long_sweep), "-o", str(store), "--no-progress",
-                 "--scheduler-file", str(cluster.scheduler_file)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            try:
+        with _diffsweep_running(
+            str(long_sweep), "-o", str(store), "--no-progress",
+            "--scheduler-file", str(cluster.scheduler_file),
+        ) as run:  # fmt: skip
+            with open_client(cluster.spec()) as watcher:
                 _busy_worker(watcher, run)
-            except BaseException:
-                run.kill()
-                run.communicate()
-                raise
-        cluster.processes[0].kill()  # the scheduler, SIGKILL: no goodbye to anyone
-        killed = time.monotonic()
-        try:
+            cluster.processes[0].kill()  # the scheduler, SIGKILL: no goodbye to anyone
+            killed = time.monotonic()
             _stdout, stderr = run.communicate(timeout=120)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.communicate()
-        elapsed = time.monotonic() - killed
+            elapsed = time.monotonic() - killed
     finally:
         cluster.stop()
     assert run.returncode == 1, stderr
@@ -808,22 +786,16 @@ def test_run_prints_a_local_dashboard_that_answers(workers: str, long_sweep: Pat
     """bokeh is a dependency: the local cluster serves its dashboard on 127.0.0.1."""
     import re
 
-    run = subprocess.Popen(
-        ["diffsweep", "run", str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
-         "--workers", "1", workers, "--dashboard"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    with _diffsweep_running(
+        str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
+        "--workers", "1", workers, "--dashboard",
+    ) as run:  # fmt: skip
         assert run.stderr is not None
         first = run.stderr.readline()
         match = re.search(r", dashboard (http://127\.0\.0\.1:\d+/status)$", first.strip())
         assert match, first
         assert _http_status(match.group(1)) == 200  # while the run is still going
         _stdout, rest = run.communicate(timeout=240)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, rest
 
 
@@ -834,20 +806,14 @@ def test_a_short_local_run_serves_no_dashboard_says_how_to_get_one_and_listens_o
     the scheduler's HTTP server (/health, metrics) still runs, on 127.0.0.1 only."""
     import psutil
 
-    run = subprocess.Popen(
-        ["diffsweep", "run", str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
-         "--workers", "1", "--threads"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    with _diffsweep_running(
+        str(long_sweep), "-o", str(tmp_path / "x.zarr"), "--no-progress",
+        "--workers", "1", "--threads",
+    ) as run:  # fmt: skip
         assert run.stderr is not None
         first = run.stderr.readline().strip()
         listening = [c.laddr for c in psutil.Process(run.pid).net_connections("inet") if c.status == "LISTEN"]
         _stdout, rest = run.communicate(timeout=240)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, rest
     assert first == (
         "dask scheduler in this process: 1 worker, 1 thread "
