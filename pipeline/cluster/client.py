@@ -155,7 +155,7 @@ def _start_client(stack: ExitStack, spec: ClusterSpec, warn: Warn) -> distribute
     if configured:
         return connect(configured, security=security, timeout=timeout, warn=warn)
     return _local_client(
-        stack, workers=spec.workers, processes=spec.processes is not False, dashboard=spec.dashboard is not False
+        stack, workers=spec.local_workers, processes=spec.processes is not False, dashboard=spec.dashboard is not False
     )
 
 
@@ -293,14 +293,12 @@ def _jobqueue_client(
 
 
 def _local_client(
-    stack: ExitStack, *, workers: int | None, processes: bool, dashboard: bool
+    stack: ExitStack, *, workers: int, processes: bool, dashboard: bool
 ) -> distributed.Client:
     import warnings
 
-    from dask.system import CPU_COUNT
     from distributed import Client, LocalCluster
 
-    n_workers = workers or CPU_COUNT or 1
     if not processes and not _numba_threadsafe():
         logger.info("no thread-safe numba threading layer (tbb or OpenMP): worker processes instead of threads")
         processes = True
@@ -308,7 +306,7 @@ def _local_client(
         # "Port 8787 is already in use ... on port N instead": falling back is what we want.
         warnings.filterwarnings("always", message="Port .* is already in use", category=UserWarning)
         local = LocalCluster(
-            n_workers=n_workers,
+            n_workers=workers,
             threads_per_worker=1,
             processes=processes,
             # worker processes talk tcp on loopback; threads use inproc:// (no socket)

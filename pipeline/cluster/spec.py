@@ -213,6 +213,13 @@ class ClusterSpec:
                 raise ClusterConfigError(f"`{name}` {tls[name]}: no such file", arguments=(name,))
 
     @property
+    def local_workers(self) -> int:
+        """Workers a local cluster starts: ``workers``, else one per core (dask's count)."""
+        from dask.system import CPU_COUNT
+
+        return self.workers or CPU_COUNT or 1
+
+    @property
     def kind(self) -> str:
         """``"scheduler"``, ``"scheduler_file"``, ``"jobqueue"``, ``"config"`` or ``"local"``."""
         if self.scheduler:
@@ -243,11 +250,9 @@ class ClusterSpec:
         """
         if self.kind != "local":
             return self
-        from dask.system import CPU_COUNT
-
-        workers = self.workers or CPU_COUNT or 1
         processes = self.processes if self.processes is not None else core_seconds > THREADS_UP_TO_CORE_SECONDS
-        dashboard = self.dashboard if self.dashboard is not None else core_seconds / workers >= DASHBOARD_FROM_SECONDS
+        wall_seconds = core_seconds / self.local_workers
+        dashboard = self.dashboard if self.dashboard is not None else wall_seconds >= DASHBOARD_FROM_SECONDS
         return replace(self, processes=processes, dashboard=dashboard)
 
     @property
